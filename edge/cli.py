@@ -1,0 +1,114 @@
+"""`edge-run`: argparse in, one `runner.run(...)` call, exit codes from the error family."""
+
+import argparse
+import json
+import sys
+import traceback
+
+from . import __version__, tasks
+from .errors import EdgeError, UsageError
+from .model import TASKS
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-run",
+        description="Run camvid / planet / biwi models over videos; write overlays, tag timelines and tracks.",
+        epilog="exit codes: 0 ok, 2 usage, 3 input, 4 model, 5 output, 6 a pipeline stage failed, "
+        "130 Ctrl-C, 143 SIGTERM",
+    )
+    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="video file(s) to process")
+    p.add_argument("--model", action="append", default=[], metavar="FILE.onnx",
+                   help="a model that honours the contract (repeat for several models on one decode)")
+    p.add_argument("--task", default="", metavar="TASKS",
+                   help=f"comma-separated tasks ({','.join(TASKS)}): their default models, or a check on --model")
+    p.add_argument("--out", default="edge-out", metavar="DIR", help="outputs go to DIR/<video name>/<task>/")
+    p.add_argument("--batch", type=int, help="frames per inference batch (default: the backend's)")
+    p.add_argument("--decoder", default="pyav", help="pyav (default) or opencv")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: fit to this machine)")
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--stride", type=int, default=1, metavar="N", help="process every Nth frame")
+    pick.add_argument("--sample-fps", type=float, metavar="F", help="process F frames per second of video")
+    p.add_argument("--start", type=float, metavar="SECONDS", help="first time to process")
+    p.add_argument("--end", type=float, metavar="SECONDS", help="time to stop at (exclusive)")
+    p.add_argument("--alpha", type=float, default=0.5, help="camvid overlay opacity, 0..1 (default 0.5)")
+    p.add_argument("--threshold", type=float, help="planet: one threshold for every tag, instead of the model's")
+    p.add_argument("--min-duration", type=float, default=0.5, metavar="SECONDS",
+                   help="planet: shortest interval kept, and shortest gap that splits one (default 0.5)")
+    p.add_argument("--save-masks", action="store_true", help="camvid: also write class-id masks as PNGs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"edge {__version__}")
+    return p
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # argparse itself exits 2 on a malformed command line
+    try:
+        summaries = _run(args)
+    except EdgeError as err:
+        if args.debug:
+            traceback.print_exc()
+        where = ""
+        if getattr(err, "stage", None) and not str(err).startswith("stage"):
+            where = f" (stage '{err.stage}', frame {err.frame_index})"
+        print(f"edge-run: error: {err}{where}", file=sys.stderr)
+        return err.exit_code
+    if args.json:
+        json.dump(summaries, sys.stdout, indent=2)
+        print()
+    elif not args.quiet:
+        for s in summaries:
+            f = s["frames"]
+            corrupt = f", {f['corrupt_skipped']} corrupt skipped" if f["corrupt_skipped"] else ""
+            print(f"{s['input']}: {f['decoded']} frames decoded, {f['processed']} processed{corrupt} "
+                  f"in {s['seconds']['total']:.1f} s ({s['frames_per_s']} frames/s) -> "
+                  f"{', '.join(s['outputs'].values())}")
+    return 0
+
+
+def _run(args) -> list[dict]:
+    from .runner import run  # keeps `edge-run --help` instant
+
+    task_names = [t.strip() for t in args.task.split(",") if t.strip()]
+    if not args.model and not task_names:
+        raise UsageError("give --model FILE.onnx or --task " + "|".join(TASKS))
+    options = tasks.Options(alpha=args.alpha, threshold=args.threshold, min_duration_s=args.min_duration,
+                            save_masks=args.save_masks)
+    with _progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:
+        return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
+                   decoder=args.decoder, stride=args.stride, sample_fps=args.sample_fps, start_s=args.start,
+                   end_s=args.end, device=args.device, threads=args.threads, options=options, progress=progress)
+
+
+class _progress:
+    """A tqdm bar on stderr, fed with the count of frames written so far."""
+
+    def __init__(self, *, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
+        return self.update
+
+    def update(self, written: int) -> None:
+        self.bar.update(written - self.bar.n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The one error family users see: each kind has its own exit code and a one-line message.
+
+The classes also subclass the builtin a Python caller would expect (PyAV does the same),
+so `except OSError` around an input still works.
+"""
+
+
+class EdgeError(Exception):
+    """Base of every error edge raises on purpose; `str(err)` is the line the user sees."""
+
+    exit_code = 1
+
+
+class UsageError(EdgeError, ValueError):
+    """Options that cannot work together or are out of range."""
+
+    exit_code = 2
+
+
+class InputError(EdgeError, OSError):
+    """The input video is missing, unreadable, empty or has no video stream."""
+
+    exit_code = 3
+
+
+class ModelError(EdgeError, ValueError):
+    """The model file is not valid ONNX, breaks the contract, or fails to run."""
+
+    exit_code = 4
+
+
+class OutputError(EdgeError, OSError):
+    """The output folder or a file in it cannot be written."""
+
+    exit_code = 5
+
+
+class StageError(EdgeError, RuntimeError):
+    """A pipeline stage failed; the message names the stage and the frame."""
+
+    exit_code = 6
+
+    def __init__(self, stage: str, frame_index: int | None, cause: BaseException):
+        where = f"at frame {frame_index}" if frame_index is not None else "before the first frame"
+        super().__init__(f"stage '{stage}' failed {where}: {type(cause).__name__}: {cause}")
+        self.stage = stage
+        self.frame_index = frame_index
+        self.cause = cause
+
+
+class Interrupted(EdgeError):
+    """SIGINT or SIGTERM arrived; the exit code follows the shell convention 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__("interrupted; no partial outputs were kept")
+        self.exit_code = 128 + signum

@@ -1,0 +1,23 @@
+"""The record that flows between stages."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Frame:
+    """One decoded video frame.
+
+    `index` counts frames from the start of the stream (0-based) whether or not they are
+    processed; `pts_s` is the presentation time in seconds from the stream's own timestamps,
+    so variable-frame-rate input keeps its real times. `image` is HxWx3 uint8 RGB, upright,
+    or None when no stage needs this frame's pixels. `selected` says whether the frame goes
+    through inference (`--stride`, `--sample-fps`); unselected frames still reach the sinks,
+    which hold the last result so overlays keep the input's frame count.
+    """
+
+    index: int
+    pts_s: float
+    image: np.ndarray | None
+    selected: bool = True

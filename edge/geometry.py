@@ -1,0 +1,105 @@
+"""Frame ↔ model-input geometry for fastai's three resize methods, and the preprocess.
+
+Every method is described by one window in frame pixels that is mapped onto the model's
+input: squish takes the whole frame, crop a centred window inside it, pad a centred window
+larger than it (the outside is reflected, as fastai pads). Outputs are mapped back through
+the same window, so masks and points land on the original frame.
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .model import Contract
+
+NO_CLASS = 255  # mask value for frame pixels the model never saw (outside a crop window)
+
+
+@dataclass(frozen=True)
+class Window:
+    frame_size: tuple[int, int]  # (height, width) of the frame
+    model_size: tuple[int, int]  # (height, width) of the model input
+    x0: float
+    y0: float
+    width: float
+    height: float
+
+    @classmethod
+    def fit(cls, frame_size: tuple[int, int], model_size: tuple[int, int], method: str) -> "Window":
+        fh, fw = frame_size
+        mh, mw = model_size
+        if method == "squish":
+            return cls(frame_size, model_size, 0.0, 0.0, float(fw), float(fh))
+        scale = (max if method == "crop" else min)(mw / fw, mh / fh)
+        width, height = mw / scale, mh / scale
+        return cls(frame_size, model_size, (fw - width) / 2, (fh - height) / 2, width, height)
+
+    def to_frame(self, points: np.ndarray) -> np.ndarray:
+        """Model-input pixel coordinates (x, y), continuous, to frame pixel coordinates."""
+        mh, mw = self.model_size
+        scale = np.array([self.width / mw, self.height / mh])
+        return points * scale + np.array([self.x0, self.y0])
+
+    def resize_image(self, image: np.ndarray, out: np.ndarray) -> None:
+        """Resample a frame into `out` (model height x width x 3); INTER_AREA is the antialiased
+        downscale closest to the PIL resize fastai trained with."""
+        mh, mw = self.model_size
+        fh, fw = self.frame_size
+        if self.width <= fw and self.height <= fh:  # squish or crop
+            x0, y0 = int(round(self.x0)), int(round(self.y0))
+            region = image[y0 : y0 + int(round(self.height)), x0 : x0 + int(round(self.width))]
+            cv2.resize(region, (mw, mh), dst=out, interpolation=_interpolation(region.shape, out.shape))
+            return
+        inner_w, inner_h = max(1, round(fw * mw / self.width)), max(1, round(fh * mh / self.height))
+        inner = cv2.resize(image, (inner_w, inner_h), interpolation=_interpolation(image.shape, (inner_h, inner_w)))
+        left, top = (mw - inner_w) // 2, (mh - inner_h) // 2
+        cv2.copyMakeBorder(
+            inner, top, mh - inner_h - top, left, mw - inner_w - left, cv2.BORDER_REFLECT_101, dst=out
+        )
+
+    def mask_to_frame(self, mask: np.ndarray) -> np.ndarray:
+        """A class-id map at model size to frame size (nearest), NO_CLASS where the model saw nothing."""
+        mh, mw = self.model_size
+        fh, fw = self.frame_size
+        sx, sy = mw / self.width, mh / self.height
+        # frame pixel centre (fx + .5) maps to model pixel centre (mx + .5)
+        to_model = np.array([[sx, 0, sx * (0.5 - self.x0) - 0.5], [0, sy, sy * (0.5 - self.y0) - 0.5]])
+        return cv2.warpAffine(
+            mask, to_model, (fw, fh), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=NO_CLASS,
+        )
+
+
+def _interpolation(src_shape, dst_shape) -> int:
+    shrinking = dst_shape[0] < src_shape[0] or dst_shape[1] < src_shape[1]
+    return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+
+
+class Preprocessor:
+    """Turns frames into one model's input batch, as its contract asks."""
+
+    def __init__(self, contract: Contract):
+        self.contract = contract
+        self._windows: dict[tuple[int, int], Window] = {}
+
+    def window(self, frame_size: tuple[int, int]) -> Window:
+        if frame_size not in self._windows:  # frame size only changes if the stream does
+            self._windows[frame_size] = Window.fit(frame_size, self.contract.input_size, self.contract.resize)
+        return self._windows[frame_size]
+
+    def __call__(self, images: list[np.ndarray]) -> np.ndarray:
+        mh, mw = self.contract.input_size
+        batch = np.empty((len(images), mh, mw, 3), np.uint8)
+        for image, out in zip(images, batch):
+            self.window(image.shape[:2]).resize_image(image, out)
+        if self.contract.channel_order == "BGR":
+            batch = np.ascontiguousarray(batch[..., ::-1])
+        if self.contract.input_format == "uint8_nhwc":
+            return batch
+        mean = np.asarray(self.contract.mean, np.float32) * 255
+        inv_std = 1 / (np.asarray(self.contract.std, np.float32) * 255)
+        if self.contract.channel_order == "BGR":
+            mean, inv_std = mean[::-1], inv_std[::-1]
+        normalized = (batch.astype(np.float32) - mean) * inv_std
+        return np.ascontiguousarray(normalized.transpose(0, 3, 1, 2))

@@ -1,0 +1,320 @@
+"""`run()`: one call that streams videos through models into output folders.
+
+decode → batch (preprocess the selected frames) → infer → postprocess → sinks, each stage a
+thread (see pipeline.py). Several models share one decode; each gets its own output folder.
+"""
+
+import datetime
+import os
+import platform
+import signal
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, backends, media, tasks
+from .errors import Interrupted, ModelError, UsageError
+from .frames import Frame
+from .geometry import Preprocessor
+from .model import TASKS, Contract, file_sha256, parse
+from .pipeline import Pipeline, Stage
+from .sinks import Staging, write_json
+
+DECODERS = ("pyav", "opencv")
+MODEL_DIR_ENV = "EDGE_MODEL_DIR"
+
+
+@dataclass
+class Model:
+    path: str
+    contract: Contract
+    backend: backends.Backend
+    folder_name: str = ""
+    sha256: str = ""
+
+    @property
+    def preprocess_key(self) -> tuple:
+        """Models that agree on this share one preprocessed batch."""
+        c = self.contract
+        return (c.input_size, c.input_format, c.resize, c.channel_order, c.mean, c.std)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Consecutive frames (selected or not) and, per model, what the selected ones became."""
+
+    frames: list[Frame]
+    inputs: dict[tuple, np.ndarray] = field(default_factory=dict)
+    windows: dict[tuple, list] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    results: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def selected(self) -> list[Frame]:
+        return [f for f in self.frames if f.selected]
+
+
+def default_model(task: str) -> str:
+    folder = os.environ.get(MODEL_DIR_ENV) or str(Path(__file__).parent / "models")
+    path = os.path.join(folder, f"{task}.onnx")
+    if not os.path.isfile(path):
+        raise ModelError(
+            f"no default {task} model at {path}; pass --model FILE.onnx "
+            f"(edge-export writes one) or set {MODEL_DIR_ENV} to a folder holding {task}.onnx"
+        )
+    return path
+
+
+def load_models(model_paths, task_names, *, device: str, threads: int | None) -> list[Model]:
+    """Load and validate every model before any video is opened, so a bad one fails fast."""
+    unknown = [t for t in task_names if t not in TASKS]
+    if unknown:
+        raise UsageError(f"unknown task {unknown[0]!r}; allowed: {', '.join(TASKS)}")
+    paths = list(model_paths) or [default_model(t) for t in task_names]
+    if not paths:
+        raise UsageError("give --model FILE.onnx or --task with one of: " + ", ".join(TASKS))
+    models = []
+    for path in paths:
+        backend = backends.load(path, device=device, threads=threads)
+        contract = parse(backend.metadata, source=path)
+        check_io(path, backend, contract)
+        models.append(Model(path, contract, backend, sha256=file_sha256(path)))
+    if model_paths and task_names:
+        found = sorted({m.contract.task for m in models})
+        if found != sorted(set(task_names)):
+            raise ModelError(f"--task {','.join(task_names)} conflicts with the models' own tasks: {','.join(found)}")
+    counts = {t: sum(m.contract.task == t for m in models) for t in TASKS}
+    for model in models:
+        task = model.contract.task
+        model.folder_name = task if counts[task] == 1 else f"{task}-{Path(model.path).stem}"
+    return models
+
+
+def check_io(path: str, backend, contract: Contract) -> None:
+    """The graph's declared input must be what the contract promises to feed it."""
+    dtype = "tensor(uint8)" if contract.input_format == "uint8_nhwc" else "tensor(float)"
+    if getattr(backend, "input_type", dtype) != dtype:
+        raise ModelError(f"{path}: the graph takes {backend.input_type} but the contract says {contract.input_format}")
+    declared = getattr(backend, "input_shape", None)
+    if not declared or len(declared) != 4:
+        return
+    h, w = contract.input_size
+    expected = [h, w, 3] if contract.input_format == "uint8_nhwc" else [3, h, w]
+    for got, want in zip(declared[1:], expected):
+        if isinstance(got, int) and got != want:
+            raise ModelError(
+                f"{path}: the graph takes input {declared} but the contract says "
+                f"{contract.input_format} at {h}x{w}; export it again"
+            )
+
+
+@contextmanager
+def signals_raise():
+    """SIGTERM becomes an exception in the main thread, like Ctrl-C, so cleanup runs."""
+    def on_term(signum, frame):
+        raise Interrupted(signum)
+
+    if os.name != "posix" or not _is_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def run(
+    inputs: list[str],
+    *,
+    models: list[str] = (),
+    tasks_: list[str] = (),
+    out: str = "edge-out",
+    batch: int | None = None,
+    decoder: str = "pyav",
+    stride: int = 1,
+    sample_fps: float | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    options: tasks.Options = tasks.Options(),
+    progress=None,
+) -> list[dict]:
+    """Run every model over every input; returns one summary dict per input (also in run.json)."""
+    check_options(decoder=decoder, stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s,
+                  batch=batch, options=options)
+    with signals_raise():
+        loaded = load_models(models, tasks_, device=device, threads=threads)
+        infos = [media.probe(path) for path in inputs]  # every input checked before any work
+        return [
+            run_one(info, loaded, out=Path(out), batch=batch or loaded[0].backend.default_batch, decoder=decoder,
+                    stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s, options=options,
+                    progress=progress)
+            for info in infos
+        ]
+
+
+def check_options(*, decoder, stride, sample_fps, start_s, end_s, batch, options) -> None:
+    if decoder not in DECODERS:
+        raise UsageError(f"unknown decoder {decoder!r}; allowed: {', '.join(DECODERS)}")
+    if stride < 1:
+        raise UsageError(f"--stride must be 1 or more, got {stride}")
+    if sample_fps is not None and sample_fps <= 0:
+        raise UsageError(f"--sample-fps must be positive, got {sample_fps}")
+    if sample_fps is not None and stride != 1:
+        raise UsageError("--stride and --sample-fps choose frames in two different ways; give one")
+    if batch is not None and batch < 1:
+        raise UsageError(f"--batch must be 1 or more, got {batch}")
+    if start_s is not None and start_s < 0:
+        raise UsageError(f"--start must be 0 or more seconds, got {start_s}")
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise UsageError(f"--end ({end_s}) must be after --start ({start_s})")
+    if not 0 <= options.alpha <= 1:
+        raise UsageError(f"--alpha must be between 0 and 1, got {options.alpha}")
+    if options.threshold is not None and not 0 <= options.threshold <= 1:
+        raise UsageError(f"--threshold must be between 0 and 1, got {options.threshold}")
+    if options.min_duration_s < 0:
+        raise UsageError(f"--min-duration must be 0 or more seconds, got {options.min_duration_s}")
+
+
+def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int, decoder: str, stride: int,
+            sample_fps: float | None, start_s: float | None, end_s: float | None, options: tasks.Options,
+            progress) -> dict:
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    wall = time.perf_counter()
+    task_modules = {m.folder_name: tasks.module(m.contract.task) for m in models}
+    needs_all_pixels = any(m.contract.task in ("camvid", "biwi") for m in models)
+    stats = media.DecodeStats()
+    counts = {"written": 0, "processed": 0}
+    stagings = {m.folder_name: Staging(out / Path(info.path).stem / m.folder_name) for m in models}
+    try:
+        stages = [
+            Stage("decode", lambda: media.read_frames(
+                info.path, decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
+                pixels="all" if needs_all_pixels else "selected", stats=stats)),
+            Stage("preprocess", lambda frames: batch_frames(frames, models, batch)),
+            Stage("infer", lambda batches: infer(batches, models)),
+            Stage("postprocess", lambda batches: postprocess(batches, models, options)),
+            Stage("sinks", lambda batches: write_sinks(batches, models, task_modules, stagings, info, options,
+                                                      start_s or 0.0, end_s, counts)),
+        ]
+        pipeline = Pipeline(stages)
+        pipeline.start()
+        pipeline.wait(on_tick=(lambda: progress(counts["written"])) if progress else (lambda: None))
+        elapsed = time.perf_counter() - wall
+        summary = {
+            "input": os.path.abspath(info.path),
+            "video": {"width": info.width, "height": info.height, "fps": info.fps, "codec": info.codec,
+                      "duration_s": info.duration_s, "audio_codec": info.audio_codec, "rotation": info.rotation},
+            "frames": {"decoded": stats.decoded, "processed": counts["processed"],
+                       "not_selected": counts["written"] - counts["processed"], "corrupt_skipped": stats.corrupt,
+                       "corrupt_times_s": stats.corrupt_times_s},
+            "options": {"decoder": decoder, "batch": batch, "stride": stride, "sample_fps": sample_fps,
+                        "start_s": start_s, "end_s": end_s, "alpha": options.alpha, "threshold": options.threshold,
+                        "min_duration_s": options.min_duration_s, "save_masks": options.save_masks},
+            "seconds": {"total": round(elapsed, 3), **{s.name: round(s.busy_s, 3) for s in stages}},
+            "frames_per_s": round(counts["written"] / elapsed, 2) if elapsed > 0 else None,
+            "processed_per_s": round(counts["processed"] / elapsed, 2) if elapsed > 0 else None,
+            "tool": {"name": "edge", "version": __version__, "python": platform.python_version()},
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "outputs": {},
+        }
+        for model in models:
+            staging = stagings[model.folder_name]
+            record = dict(summary, model={
+                "path": os.path.abspath(model.path), "sha256": model.sha256, "task": model.contract.task,
+                "backend": model.backend.name, "device": model.backend.device,
+                "producer": model.contract.producer, "producer_version": model.contract.producer_version})
+            record["files"] = sorted(p.name for p in staging.dir.iterdir()) + ["run.json"]
+            write_json(staging.path("run.json"), record)
+        for name, staging in stagings.items():
+            staging.commit()
+            summary["outputs"][name] = str(staging.out_dir)
+        return summary
+    except BaseException:
+        for staging in stagings.values():
+            staging.discard()
+        raise
+
+
+def batch_frames(frames, models: list[Model], size: int):
+    """Group frames so each batch holds `size` selected ones; preprocess those once per distinct
+    model input (models that agree on size and normalization share it)."""
+    preprocessors = {}
+    for model in models:
+        preprocessors.setdefault(model.preprocess_key, Preprocessor(model.contract))
+    pending: list[Frame] = []
+    selected = 0
+    for frame in frames:
+        pending.append(frame)
+        selected += frame.selected
+        if selected == size:
+            yield _prepare(pending, preprocessors)
+            pending, selected = [], 0
+    if pending:
+        yield _prepare(pending, preprocessors)
+
+
+def _prepare(frames: list[Frame], preprocessors: dict) -> Batch:
+    batch = Batch(frames)
+    images = [f.image for f in batch.selected]
+    if images:
+        for key, prep in preprocessors.items():
+            batch.inputs[key] = prep(images)
+            batch.windows[key] = [prep.window(image.shape[:2]) for image in images]
+    return batch
+
+
+def infer(batches, models: list[Model]):
+    for batch in batches:
+        if batch.inputs:
+            for model in models:
+                batch.outputs[model.folder_name] = model.backend.run(batch.inputs[model.preprocess_key])
+        yield batch
+
+
+def postprocess(batches, models: list[Model], options: tasks.Options):
+    decoders = {m.folder_name: tasks.module(m.contract.task).postprocessor(m.contract, options) for m in models}
+    for batch in batches:
+        if batch.inputs:
+            selected = batch.selected
+            for model in models:
+                name = model.folder_name
+                batch.results[name] = decoders[name](batch.outputs.pop(name), selected,
+                                                     batch.windows[model.preprocess_key])
+        batch.inputs.clear()  # the model inputs are dead weight from here on
+        yield batch
+
+
+def write_sinks(batches, models, task_modules, stagings, info, options, start_s, end_s, counts):
+    held = {m.folder_name: None for m in models}  # unselected frames show the latest result
+    with ExitStack() as stack:
+        sinks = {}
+        for model in models:
+            name = model.folder_name
+            ctx = tasks.SinkContext(stagings[name].dir, model.contract, info, options, start_s, end_s)
+            sinks[name] = [stack.enter_context(s) for s in task_modules[name].sinks(ctx)]
+        for batch in batches:
+            results = {name: iter(rs) for name, rs in batch.results.items()}
+            for frame in batch.frames:
+                for name, model_sinks in sinks.items():
+                    if frame.selected:
+                        held[name] = next(results[name])
+                    for sink in model_sinks:
+                        sink.write(frame, held[name])
+                counts["processed"] += frame.selected
+                counts["written"] += 1
+        yield from ()  # the last stage yields nothing, but every stage is a generator

@@ -1,0 +1,119 @@
+"""Output staging and the generic sinks.
+
+Every output of a run is written inside a hidden staging folder next to its final place and
+moved there only when the whole run succeeded, so a failed or interrupted run never leaves a
+final-named partial file, and never a mix of old and new outputs.
+"""
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import OutputError
+from .frames import Frame
+from .media import VideoWriter
+
+
+class Staging:
+    """A hidden folder inside `out_dir`; `commit()` moves its contents into `out_dir`."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.dir = Path(tempfile.mkdtemp(prefix=".edge-partial-", dir=self.out_dir))
+        except OSError as err:
+            raise OutputError(f"cannot write to {self.out_dir}: {err.strerror or err}; choose another --out") from err
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def commit(self) -> list[Path]:
+        finals = []
+        for staged in sorted(self.dir.iterdir()):
+            final = self.out_dir / staged.name
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            finals.append(final)
+        self.dir.rmdir()
+        return finals
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class OverlaySink:
+    """Every frame of the range, with the latest result drawn on it, into overlay.mp4 with the
+    input's audio; frames before the first result are written as they are."""
+
+    def __init__(self, ctx, draw):
+        self.ctx, self.draw = ctx, draw
+
+    def __enter__(self):
+        video = self.ctx.video
+        self.writer = VideoWriter(
+            self.ctx.folder / "overlay.mp4", width=video.width, height=video.height, time_base=video.time_base,
+            audio_from=video.path if video.audio_codec else None, start_s=self.ctx.start_s, end_s=self.ctx.end_s,
+        ).__enter__()
+        return self
+
+    def write(self, frame: Frame, result) -> None:
+        self.writer.write(frame.image if result is None else self.draw(frame, result), frame.pts_s)
+
+    def __exit__(self, *exc):
+        return self.writer.__exit__(*exc)
+
+
+class CsvSink:
+    """One row per processed frame: time, index, then the task's columns."""
+
+    def __init__(self, path: Path, columns: list[str], row):
+        self.path, self.columns, self.row = path, columns, row
+
+    def __enter__(self):
+        self.file = open(self.path, "w", newline="")
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(["time_s", "frame", *self.columns])
+        return self
+
+    def write(self, frame: Frame, result) -> None:
+        if frame.selected and result is not None:
+            self.writer.writerow([f"{frame.pts_s:.6f}", frame.index, *self.row(result)])
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+class MaskSink:
+    """Lossless class-id masks, one PNG per processed frame, named by frame index."""
+
+    def __init__(self, folder: Path, mask_of):
+        self.folder, self.mask_of = folder, mask_of
+
+    def __enter__(self):
+        self.folder.mkdir()
+        return self
+
+    def write(self, frame: Frame, result) -> None:
+        if frame.selected and result is not None:
+            if not cv2.imwrite(str(self.folder / f"{frame.index:07d}.png"), self.mask_of(result)):
+                raise OutputError(f"cannot write mask PNG into {self.folder}")
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OutputError(f"cannot write {path}")

@@ -1,0 +1,37 @@
+"""One module per task: how to read a model's raw output and which sinks it writes.
+
+Each module defines `postprocessor(contract, options)` returning a callable that turns one
+batch's raw output and the frames' windows into one result per frame (in frame pixels), and
+`sinks(ctx)` returning the context-manager sinks for an output folder.
+"""
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..media import VideoInfo
+from ..model import Contract
+
+
+@dataclass(frozen=True)
+class Options:
+    """The per-task knobs from the command line; None means the model's own value."""
+
+    alpha: float = 0.5
+    threshold: float | None = None
+    min_duration_s: float = 0.5
+    save_masks: bool = False
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    folder: Path  # the staging folder the sinks write into
+    contract: Contract
+    video: VideoInfo
+    options: Options
+    start_s: float  # output video times are shifted by this (the --start of the run)
+    end_s: float | None
+
+
+def module(task: str):
+    return importlib.import_module(f"{__name__}.{task}")

@@ -1,0 +1,75 @@
+"""camvid: a class id per pixel → a blended overlay video, class fractions, optional masks."""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import ModelError
+from ..geometry import NO_CLASS
+from ..sinks import CsvSink, MaskSink, OverlaySink
+
+LEGEND_ROWS = 8  # the legend lists the largest classes present, at most this many
+LEGEND_MIN_FRACTION = 0.005
+
+
+@dataclass(slots=True)
+class Segmentation:
+    mask: np.ndarray  # frame height x width uint8 class ids, NO_CLASS where the model saw nothing
+    fractions: np.ndarray  # per class, the fraction of the frame's pixels
+
+
+def postprocessor(contract, options):
+    classes = len(contract.classes)
+    if classes >= NO_CLASS:
+        raise ModelError(f"camvid model has {classes} classes; edge supports at most {NO_CLASS - 1}")
+
+    def decode(raw: np.ndarray, frames, windows) -> list[Segmentation]:
+        ids = raw.argmax(axis=1) if contract.output == "logits" else raw
+        ids = ids.reshape(len(windows), *ids.shape[-2:])
+        if ids.size and (ids.min() < 0 or ids.max() >= classes):
+            raise ModelError(f"model output class id {int(ids.max())} but the contract lists {classes} classes")
+        results = []
+        for model_mask, window in zip(ids.astype(np.uint8), windows):
+            mask = window.mask_to_frame(model_mask)
+            counts = np.bincount(mask.ravel(), minlength=NO_CLASS + 1)[:classes]
+            results.append(Segmentation(mask, counts / mask.size))
+        return results
+
+    return decode
+
+
+def sinks(ctx) -> list:
+    contract, options = ctx.contract, ctx.options
+    palette = np.zeros((NO_CLASS + 1, 3), np.uint8)
+    palette[: len(contract.palette)] = contract.palette
+
+    def draw(frame, seg: Segmentation) -> np.ndarray:
+        image = frame.image
+        out = cv2.addWeighted(image, 1 - options.alpha, palette[seg.mask], options.alpha, 0)
+        if contract.resize == "crop":  # outside the crop window the model saw nothing
+            unseen = seg.mask == NO_CLASS
+            out[unseen] = image[unseen]
+        draw_legend(out, seg.fractions, contract.classes, contract.palette)
+        return out
+
+    out = [
+        OverlaySink(ctx, draw),
+        CsvSink(ctx.folder / "classes.csv", list(contract.classes), lambda seg: [f"{f:.5f}" for f in seg.fractions]),
+    ]
+    if options.save_masks:
+        out.append(MaskSink(ctx.folder / "masks", mask_of=lambda seg: seg.mask))
+    return out
+
+
+def draw_legend(image: np.ndarray, fractions: np.ndarray, classes, palette) -> None:
+    order = [i for i in np.argsort(-fractions)[:LEGEND_ROWS] if fractions[i] >= LEGEND_MIN_FRACTION]
+    scale = max(0.4, image.shape[0] / 900)
+    row = int(22 * scale / 0.6)
+    for n, i in enumerate(order):
+        y = 6 + n * row
+        cv2.rectangle(image, (6, y), (6 + row - 4, y + row - 4), tuple(int(v) for v in palette[i]), -1)
+        label = f"{classes[i]} {fractions[i]:.0%}"
+        org = (10 + row, y + row - 8)
+        cv2.putText(image, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(image, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from edge.geometry import NO_CLASS, Preprocessor, Window
+from edge.model import Contract
+
+
+def contract(resize="squish", **kw):
+    return Contract(task="biwi", input_size=(40, 40), input_format="uint8_nhwc", output="points", resize=resize, **kw)
+
+
+@pytest.mark.parametrize("method,expected", [
+    ("squish", (0, 0, 160, 80)),
+    ("crop", (40, 0, 80, 80)),  # the centred square of a 2:1 frame
+    ("pad", (0, -40, 160, 160)),  # the frame centred in a square twice its height
+])
+def test_window_per_method(method, expected):
+    w = Window.fit((80, 160), (40, 40), method)
+    assert (w.x0, w.y0, w.width, w.height) == expected
+
+
+@pytest.mark.parametrize("method", ["squish", "crop"])
+def test_points_map_back_to_the_frame(method):
+    """A dot's centroid in the model input lands on the dot in the frame."""
+    frame = np.zeros((80, 160, 3), np.uint8)
+    frame[28:32, 78:82] = 255  # centred at (80, 30)
+    prep = Preprocessor(contract(method))
+    image = prep([frame])[0].astype(float).sum(axis=2)
+    ys, xs = np.mgrid[0:40, 0:40] + 0.5
+    centroid = np.array([(image * xs).sum(), (image * ys).sum()]) / image.sum()
+    assert np.allclose(prep.window((80, 160)).to_frame(centroid), (80, 30), atol=1.0)
+
+
+def test_pad_points_map_back_past_the_padding():
+    w = Window.fit((80, 160), (40, 40), "pad")
+    assert np.allclose(w.to_frame(np.array([[20.0, 20.0], [0.0, 10.0], [40.0, 30.0]])), [[80, 40], [0, 0], [160, 80]])
+
+
+def test_mask_maps_back_with_nearest_and_marks_unseen_pixels():
+    w = Window.fit((80, 160), (40, 40), "crop")
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, 20:] = 1  # right half of the crop
+    full = w.mask_to_frame(mask)
+    assert full.shape == (80, 160)
+    assert (full[:, :40] == NO_CLASS).all() and (full[:, 120:] == NO_CLASS).all()
+    assert (full[:, 40:80] == 0).all() and (full[:, 80:120] == 1).all()
+
+
+def test_squish_mask_covers_the_frame():
+    w = Window.fit((81, 163), (40, 40), "squish")
+    mask = np.arange(40, dtype=np.uint8)[None, :].repeat(40, 0)
+    full = w.mask_to_frame(mask)
+    assert full.shape == (81, 163) and NO_CLASS not in full
+    assert full[0, 0] == 0 and full[0, -1] == 39
+
+
+def test_pad_reflects_like_fastai():
+    frame = np.zeros((20, 40, 3), np.uint8)
+    frame[:8] = 200  # top rows bright; reflection puts brightness into the padding
+    out = Preprocessor(contract("pad"))([frame])[0]
+    assert out.shape == (40, 40, 3) and out[:10].max() > 0
+
+
+def test_float_input_is_normalized_nchw_and_bgr_reordered():
+    c = Contract(task="biwi", input_size=(2, 2), input_format="float32_nchw", output="points",
+                 channel_order="BGR", mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    frame = np.zeros((2, 2, 3), np.uint8)
+    frame[..., 0] = 255  # pure red
+    x = Preprocessor(c)([frame])
+    assert x.shape == (1, 3, 2, 2) and x.dtype == np.float32
+    # BGR order: channel 0 is blue (mean 0, std 1), channel 2 is red ((1 - .5) / .5)
+    assert np.allclose(x[0, 0], 0.0) and np.allclose(x[0, 1], -1.0) and np.allclose(x[0, 2], 1.0)
