@@ -44,10 +44,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    pass
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)  # argparse itself exits 2 on a malformed command line
     try:
@@ -112,3 +108,7 @@ class _progress:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, backends, media, tasks
-from .errors import Interrupted, ModelError, UsageError
+from .errors import InputError, Interrupted, ModelError, UsageError
 from .frames import Frame
 from .geometry import Preprocessor
 from .model import TASKS, Contract, file_sha256, parse
@@ -207,12 +207,15 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             Stage("preprocess", lambda frames: batch_frames(frames, models, batch)),
             Stage("infer", lambda batches: infer(batches, models)),
             Stage("postprocess", lambda batches: postprocess(batches, models, options)),
+            # output videos start at 0 even when the input starts later (MPEG-TS) or --start is given
             Stage("sinks", lambda batches: write_sinks(batches, models, task_modules, stagings, info, options,
-                                                      start_s or 0.0, end_s, counts)),
+                                                      max(start_s or 0.0, info.start_s), end_s, counts)),
         ]
         pipeline = Pipeline(stages)
         pipeline.start()
         pipeline.wait(on_tick=(lambda: progress(counts["written"])) if progress else (lambda: None))
+        if counts["written"] == 0:
+            raise InputError(f"{info.path}: no frames to process between --start and --end; check the times")
         elapsed = time.perf_counter() - wall
         summary = {
             "input": os.path.abspath(info.path),
@@ -230,7 +233,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             "tool": {"name": "edge", "version": __version__, "python": platform.python_version()},
             "started_at": started_at.isoformat(timespec="seconds"),
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "outputs": {},
+            "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
         }
         for model in models:
             staging = stagings[model.folder_name]
@@ -240,9 +243,8 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
                 "producer": model.contract.producer, "producer_version": model.contract.producer_version})
             record["files"] = sorted(p.name for p in staging.dir.iterdir()) + ["run.json"]
             write_json(staging.path("run.json"), record)
-        for name, staging in stagings.items():
+        for staging in stagings.values():
             staging.commit()
-            summary["outputs"][name] = str(staging.out_dir)
         return summary
     except BaseException:
         for staging in stagings.values():

@@ -1,0 +1,243 @@
+"""What a user sees when something is wrong: one line, a distinct exit code, nothing written."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+from tests import makers_models
+from tests.makers_clips import make_clip, make_tone, solid, square
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.mp4"
+    make_clip(path, [square(48, 64, 10, 2 * i) for i in range(10)], fps=10)
+    return path
+
+
+def edge_run(tmp_path, capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def written(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def only_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def file_with(name, data: bytes):
+    def make(folder: Path) -> Path:
+        (folder / name).write_bytes(data)
+        return folder / name
+    return make
+
+
+def tone(folder: Path) -> Path:
+    make_tone(folder / "song.m4a", 1.0)
+    return folder / "song.m4a"
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda p: p / "missing.mp4", "not found"),
+    (file_with("empty.mp4", b""), "empty"),
+    (file_with("noise.mp4", os.urandom(4096)), "not a video"),
+    (file_with("notes.txt", b"hello " * 100), "not a video"),
+    (tone, "no video stream"),
+    (lambda p: p, "folder"),
+], ids=["missing", "zero-byte", "random-bytes", "text", "audio-only", "directory"])
+def test_bad_inputs_exit_3_with_one_line(tmp_path, capsys, models, make, expected):
+    path = make(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = edge_run(tmp_path, capsys, path, "--model", models.planet(), "--out", out)
+    line = only_line(err)
+    assert code == 3 and line.startswith("edge-run: error: ") and expected in line
+    assert written(out) == []
+
+
+def test_bad_models_exit_4_before_any_decoding(tmp_path, capsys, clip):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(2000))
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    cases = [
+        (garbage, "not a valid ONNX model"),
+        (empty, "empty"),
+        (tmp_path / "nope.onnx", "not found"),
+    ]
+    for path, expected in cases:
+        code, _, err = edge_run(tmp_path, capsys, clip, "--model", path, "--out", tmp_path / "out")
+        assert code == 4 and expected in only_line(err)
+    assert written(tmp_path / "out") == []
+
+
+def test_contract_breaches_name_the_key(tmp_path, capsys, clip):
+    import onnx
+
+    path = makers_models.camvid(tmp_path / "m.onnx")
+    model = onnx.load(path)
+    kept = [p for p in model.metadata_props if p.key != "edge.palette"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, path)
+    code, _, err = edge_run(tmp_path, capsys, clip, "--model", path, "--out", tmp_path / "out")
+    assert code == 4 and "'edge.palette' is missing" in only_line(err)
+
+
+def test_a_model_whose_contract_lies_about_its_input_is_refused(tmp_path, capsys, clip):
+    import onnx
+
+    path = makers_models.biwi(tmp_path / "m.onnx", size=(48, 64))
+    model = onnx.load(path)
+    for p in model.metadata_props:
+        if p.key == "edge.input_size":
+            p.value = "[32, 32]"
+    onnx.save(model, path)
+    code, _, err = edge_run(tmp_path, capsys, clip, "--model", path, "--out", tmp_path / "out")
+    assert code == 4 and "contract says uint8_nhwc at 32x32" in only_line(err)
+
+
+def test_task_conflict_and_missing_default(tmp_path, capsys, clip, models, monkeypatch):
+    code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--task", "camvid")
+    assert code == 4 and "--task camvid conflicts with the models' own tasks: planet" in only_line(err)
+    monkeypatch.setenv("EDGE_MODEL_DIR", str(tmp_path / "none"))
+    code, _, err = edge_run(tmp_path, capsys, clip, "--task", "biwi")
+    assert code == 4 and "no default biwi model" in only_line(err)
+
+
+def test_default_models_come_from_the_model_folder(tmp_path, capsys, clip, monkeypatch):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    makers_models.planet(folder / "planet.onnx")
+    makers_models.biwi(folder / "biwi.onnx")
+    monkeypatch.setenv("EDGE_MODEL_DIR", str(folder))
+    code, _, _ = edge_run(tmp_path, capsys, clip, "--task", "planet,biwi", "--out", tmp_path / "out", "--quiet")
+    assert code == 0
+    assert (tmp_path / "out" / "clip" / "planet" / "timeline.csv").exists()
+    assert (tmp_path / "out" / "clip" / "biwi" / "track.csv").exists()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--stride", "0"], "--stride must be 1 or more"),
+    (["--batch", "0"], "--batch must be 1 or more"),
+    (["--alpha", "1.5"], "--alpha must be between 0 and 1"),
+    (["--decoder", "ffmpeg"], "allowed: pyav, opencv"),
+    (["--device", "tpu"], "allowed: cpu, cuda"),
+    (["--start", "2", "--end", "1"], "--end (1.0) must be after --start (2.0)"),
+    (["--task", "pose"], "unknown task 'pose'"),
+])
+def test_usage_errors_exit_2(tmp_path, capsys, clip, models, args, expected):
+    code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--out", tmp_path / "out", *args)
+    assert code == 2 and expected in only_line(err)
+    assert written(tmp_path / "out") == []
+
+
+def test_no_model_given_is_a_usage_error(tmp_path, capsys, clip):
+    code, _, err = edge_run(tmp_path, capsys, clip)
+    assert code == 2 and "give --model" in only_line(err)
+
+
+def test_cuda_without_cuda_is_one_line(tmp_path, capsys, clip, models):
+    code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--device", "cuda")
+    assert code == 2 and "no CUDA or TensorRT provider" in only_line(err)
+
+
+def test_unwritable_output_exits_5(tmp_path, capsys, clip, models):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should be")
+    code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--out", blocker)
+    assert code == 5 and "cannot write to" in only_line(err)
+
+
+def test_an_empty_time_range_writes_nothing(tmp_path, capsys, clip, models):
+    code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.camvid(), "--start", "50",
+                            "--out", tmp_path / "out")
+    assert code == 3 and "no frames to process" in only_line(err)
+    assert written(tmp_path / "out") == []
+
+
+def test_a_failing_stage_is_named_and_leaves_nothing(tmp_path, capsys, clip, models):
+    import onnx
+
+    path = models.camvid()
+    model = onnx.load(path)
+    for p in model.metadata_props:  # the graph returns ids up to 3; the contract now lists 2 classes
+        if p.key == "edge.classes":
+            p.value = '["Void", "Red"]'
+        if p.key == "edge.palette":
+            p.value = "[[0, 0, 0], [255, 0, 0]]"
+    onnx.save(model, path)
+    frames = [solid(48, 64, (0, 0, 0))] * 5 + [solid(48, 64, (0, 0, 250))] * 5
+    make_clip(tmp_path / "blue.mp4", frames, fps=10)
+    code, _, err = edge_run(tmp_path, capsys, tmp_path / "blue.mp4", "--model", path, "--out", tmp_path / "out",
+                            "--batch", "1")
+    line = only_line(err)
+    assert code == 4 and "class id 3" in line and "stage 'postprocess', frame 5" in line
+    assert written(tmp_path / "out") == []
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys, models):
+    code, _, err = edge_run(tmp_path, capsys, tmp_path / "missing.mp4", "--model", models.planet(), "--debug")
+    assert code == 3 and "Traceback" in err
+
+
+def _spawn(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_stops_promptly_and_keeps_no_partial_file(tmp_path, models, signum, code):
+    clip = tmp_path / "long.mp4"
+    rng = np.random.default_rng(1)
+    noise = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(8)]
+    make_clip(clip, (noise[i % 8] for i in range(1500)), fps=25, codec="mpeg4")  # quick to make, slow to run
+    out = tmp_path / "out"
+    proc = _spawn([clip, "--model", models.camvid(), "--out", out, "--quiet"])
+    deadline = time.monotonic() + 30
+    while not list(out.glob("*/*/.edge-partial-*/.overlay.mp4*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, proc.communicate()
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=15)
+    assert time.monotonic() - sent < 3
+    assert proc.returncode == code and "interrupted" in err and "Traceback" not in err
+    assert written(out) == []
+
+
+def test_runs_without_torch_or_fastai(tmp_path, models):
+    """As on a Jetson with only onnxruntime: importing either must not be needed."""
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, [square(48, 64, 10, 10)] * 4, fps=4)
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'fastai', 'torchvision'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from edge.cli import main\n"
+        f"code = main([{str(clip)!r}, '--model', {models.camvid()!r}, '--model', {models.planet()!r},"
+        f" '--model', {models.biwi()!r}, '--out', {str(tmp_path / 'out')!r}, '--quiet'])\n"
+        "assert not {'torch', 'fastai'} & set(sys.modules), 'torch or fastai was imported'\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "c" / "camvid" / "overlay.mp4").exists()

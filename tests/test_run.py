@@ -1,0 +1,222 @@
+"""edge-run end to end: generated clips through the known-function models, asserting content."""
+
+import csv
+import json
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.media import read_frames
+from tests.makers_clips import make_clip, solid, square
+
+H, W = 96, 128
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def decoded(path):
+    with av.open(str(path)) as c:
+        frames = [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+        audio = [s.codec_context.name for s in c.streams.audio]
+    return frames, audio
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+def test_camvid_overlay_blends_the_palette_where_the_model_says(tmp_path, models):
+    frames = []
+    for i in range(20):
+        frame = solid(H, W, (0, 0, 0))
+        frame[20:60, 10 + i : 50 + i] = (220, 0, 0)  # a red block drifting right: class Red
+        frame[70:90, 80:120] = (0, 0, 230)  # a blue block: class Blue
+        frames.append(frame)
+    clip = tmp_path / "street.mp4"
+    make_clip(clip, frames, fps=25, audio=True)
+    assert run(clip, "--model", models.camvid(size=(48, 64)), "--out", tmp_path / "out", "--alpha", "0.5",
+               "--save-masks", "--quiet") == 0
+
+    folder = tmp_path / "out" / "street" / "camvid"
+    out, audio = decoded(folder / "overlay.mp4")
+    assert len(out) == 20 and audio == ["aac"]
+    assert [round(t, 3) for t, _ in out] == [round(i / 25, 3) for i in range(20)]
+    t, image = out[10]
+    palette_red, palette_blue = np.array((255, 255, 0)), np.array((255, 0, 255))
+    red_blend = 0.5 * np.array((220, 0, 0)) + 0.5 * palette_red
+    blue_blend = 0.5 * np.array((0, 0, 230)) + 0.5 * palette_blue
+    assert np.abs(image[40, 40].astype(int) - red_blend).max() <= 16
+    assert np.abs(image[80, 100].astype(int) - blue_blend).max() <= 16
+    assert image[92, 20].max() <= 16  # black stays black: Void's colour is black
+
+    table = rows(folder / "classes.csv")
+    assert len(table) == 20 and list(table[0]) == ["time_s", "frame", "Void", "Red", "Green", "Blue"]
+    assert float(table[0]["Red"]) == pytest.approx(40 * 40 / (H * W), abs=0.02)
+    assert float(table[0]["Blue"]) == pytest.approx(20 * 40 / (H * W), abs=0.02)
+    mask = cv2.imread(str(folder / "masks" / "0000010.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (H, W) and mask[40, 40] == 1 and mask[80, 100] == 3 and mask[5, 5] == 0
+
+    record = json.loads((folder / "run.json").read_text())
+    assert record["frames"]["decoded"] == 20 and record["model"]["task"] == "camvid"
+    assert len(record["model"]["sha256"]) == 64
+    assert set(record["files"]) == {"overlay.mp4", "classes.csv", "masks", "run.json"}
+    assert not list(folder.parent.glob("**/.edge-partial-*"))
+
+
+@pytest.mark.parametrize("output", ["probabilities", "logits"])
+def test_planet_intervals_match_the_planted_events(tmp_path, models, output):
+    # 4 s at 25 fps: red from 1.0 to 2.0 s, green from 2.6 s to the end, one noisy red frame at 3.0 s
+    def colour(i):
+        t = i / 25
+        rgb = [30, 30, 30]
+        if 1.0 <= t < 2.0 or i == 75:
+            rgb[0] = 250
+        if t >= 2.6:
+            rgb[1] = 250
+        return solid(H, W, tuple(rgb))
+
+    clip = tmp_path / "tiles.mkv"
+    make_clip(clip, [colour(i) for i in range(100)], fps=25)
+    assert run(clip, "--model", models.planet(output=output), "--out", tmp_path / "out", "--quiet",
+               "--min-duration", "0.2") == 0
+    folder = tmp_path / "out" / "tiles" / "planet"
+    timeline = rows(folder / "timeline.csv")
+    got = [(r["tag"], float(r["start_s"]), float(r["end_s"])) for r in timeline]
+    assert got == [("red", 1.0, 2.0), ("green", 2.6, 4.0)]
+    intervals = json.loads((folder / "timeline.json").read_text())["intervals"]
+    assert intervals[0]["peak"] == pytest.approx(250 / 255, abs=0.03)
+    vtt = (folder / "tags.vtt").read_text()
+    assert vtt.startswith("WEBVTT") and "00:00:01.000 --> 00:00:02.000\nred" in vtt
+    scores = rows(folder / "scores.csv")
+    assert len(scores) == 100 and float(scores[40]["red"]) > 0.9 and float(scores[10]["red"]) < 0.2
+    image = cv2.imread(str(folder / "timeline.png"))
+    assert image is not None and image.shape[1] == 1200
+
+
+def test_planet_threshold_override(tmp_path, models):
+    clip = tmp_path / "dim.mp4"
+    make_clip(clip, [solid(H, W, (100, 30, 30))] * 20, fps=10)  # red ≈ 0.39: under 0.5, over 0.3
+    assert run(clip, "--model", models.planet(), "--out", tmp_path / "a", "--quiet") == 0
+    assert rows(tmp_path / "a" / "dim" / "planet" / "timeline.csv") == []
+    assert run(clip, "--model", models.planet(), "--out", tmp_path / "b", "--quiet", "--threshold", "0.3") == 0
+    assert [r["tag"] for r in rows(tmp_path / "b" / "dim" / "planet" / "timeline.csv")] == ["red"]
+
+
+def test_biwi_track_follows_a_moving_dot(tmp_path, models):
+    centres = [(20 + 3 * i, 30 + i) for i in range(30)]  # (x, y) in frame pixels
+    frames = [square(H, W, y - 4, x - 4, size=8) for x, y in centres]
+    clip = tmp_path / "face.mp4"
+    make_clip(clip, frames, fps=30)
+    assert run(clip, "--model", models.biwi(), "--out", tmp_path / "out", "--quiet") == 0
+    folder = tmp_path / "out" / "face" / "biwi"
+    track = rows(folder / "track.csv")
+    assert len(track) == 30
+    for row, (x, y) in zip(track, centres):
+        assert abs(float(row["x"]) - x) < 2.5 and abs(float(row["y"]) - y) < 2.5
+    smooth = np.array([[float(r["x_smooth"]), float(r["y_smooth"])] for r in track])
+    assert np.abs(smooth[-1] - centres[-1]).max() < 6  # the filter lags a little, never wanders
+    doc = json.loads((folder / "track.json").read_text())
+    assert len(doc["points"]) == 30 and doc["points"][5]["frame"] == 5
+    out, _ = decoded(folder / "overlay.mp4")
+    assert len(out) == 30
+    x, y = centres[20]
+    assert out[20][1][y, x, 0] > 150 and out[20][1][y, x, 1] < 100  # the red dot is drawn at the face
+
+
+def test_variable_frame_rate_times_are_kept(tmp_path, models):
+    times = [0.0, 0.04, 0.1, 0.5, 0.52, 1.3, 1.35, 2.0]
+    clip = tmp_path / "vfr.mkv"
+    make_clip(clip, [solid(H, W, (40 * i % 255, 0, 0)) for i in range(len(times))], times_s=times)
+    assert run(clip, "--model", models.camvid(), "--out", tmp_path / "out", "--quiet") == 0
+    folder = tmp_path / "out" / "vfr" / "camvid"
+    assert [float(r["time_s"]) for r in rows(folder / "classes.csv")] == pytest.approx(times, abs=1e-3)
+    out, _ = decoded(folder / "overlay.mp4")
+    assert [t for t, _ in out] == pytest.approx(times, abs=1e-3)
+
+
+def test_stride_keeps_every_frame_in_the_overlay_and_processes_some(tmp_path, models):
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, [square(H, W, 40, 4 * i, size=8) for i in range(24)], fps=24)
+    assert run(clip, "--model", models.biwi(), "--model", models.planet(), "--out", tmp_path / "out",
+               "--stride", "5", "--quiet", "--batch", "2") == 0
+    track = rows(tmp_path / "out" / "c" / "biwi" / "track.csv")
+    assert [int(r["frame"]) for r in track] == [0, 5, 10, 15, 20]
+    assert [int(r["frame"]) for r in rows(tmp_path / "out" / "c" / "planet" / "scores.csv")] == [0, 5, 10, 15, 20]
+    out, _ = decoded(tmp_path / "out" / "c" / "biwi" / "overlay.mp4")
+    assert len(out) == 24
+    record = json.loads((tmp_path / "out" / "c" / "biwi" / "run.json").read_text())
+    assert record["frames"] | {"corrupt_times_s": []} == {
+        "decoded": 24, "processed": 5, "not_selected": 19, "corrupt_skipped": 0, "corrupt_times_s": []}
+
+
+def test_sample_fps_and_time_range(tmp_path, models):
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, [solid(H, W, (0, 200, 0))] * 50, fps=25, audio=True)  # 2 s
+    assert run(clip, "--model", models.camvid(), "--out", tmp_path / "out", "--sample-fps", "5",
+               "--start", "0.4", "--end", "1.6", "--quiet") == 0
+    folder = tmp_path / "out" / "c" / "camvid"
+    times = [float(r["time_s"]) for r in rows(folder / "classes.csv")]
+    assert times == pytest.approx([0.4, 0.6, 0.8, 1.0, 1.2, 1.4], abs=1e-3)
+    out, audio = decoded(folder / "overlay.mp4")
+    assert len(out) == 30 and out[0][0] == pytest.approx(0.0) and audio == ["aac"]
+
+
+def test_several_models_share_one_decode_and_json_summary(tmp_path, models, capsys):
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, [square(H, W, 10, 10)] * 6, fps=6)
+    code = run(clip, "--model", models.camvid(), "--model", models.planet(), "--model", models.biwi(),
+               "--model", models.camvid("second.onnx", output="logits"), "--out", tmp_path / "out", "--json")
+    assert code == 0
+    (summary,) = json.loads(capsys.readouterr().out)
+    assert summary["frames"]["decoded"] == 6
+    assert sorted(summary["outputs"]) == ["biwi", "camvid-camvid", "camvid-second", "planet"]
+    a = rows(tmp_path / "out" / "c" / "camvid-camvid" / "classes.csv")
+    b = rows(tmp_path / "out" / "c" / "camvid-second" / "classes.csv")
+    assert a == b  # class ids and logits agree
+
+
+def test_fixed_batch_graph_gets_padded_chunks(tmp_path, models):
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, [square(H, W, 2 * i, 3 * i) for i in range(7)], fps=7)
+    assert run(clip, "--model", models.biwi(batch=1), "--batch", "4", "--out", tmp_path / "out", "--quiet") == 0
+    assert len(rows(tmp_path / "out" / "c" / "biwi" / "track.csv")) == 7
+
+
+def test_corrupt_packets_are_skipped_and_counted(tmp_path, models, capsys):
+    clip = tmp_path / "noise.mp4"
+    rng = np.random.default_rng(0)
+    make_clip(clip, [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(40)])
+    data = bytearray(clip.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 2000] = rng.integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    clip.write_bytes(data)
+    assert run(clip, "--model", models.planet(), "--out", tmp_path / "out") == 0
+    line = capsys.readouterr().out
+    assert "corrupt skipped" in line
+    record = json.loads((tmp_path / "out" / "noise" / "planet" / "run.json").read_text())
+    assert record["frames"]["corrupt_skipped"] >= 1
+
+
+def test_frames_match_between_decoders(tmp_path, models):
+    clip = tmp_path / "c.avi"
+    make_clip(clip, [square(H, W, 30, 5 * i) for i in range(10)], codec="mpeg4", fps=10)
+    for decoder in ("pyav", "opencv"):
+        assert run(clip, "--model", models.biwi(), "--decoder", decoder, "--out", tmp_path / decoder, "--quiet") == 0
+    a = rows(tmp_path / "pyav" / "c" / "biwi" / "track.csv")
+    b = rows(tmp_path / "opencv" / "c" / "biwi" / "track.csv")
+    assert len(a) == len(b) == 10
+    assert all(abs(float(p["x"]) - float(q["x"])) < 1.5 for p, q in zip(a, b))
+
+
+def test_reading_frames_back_from_an_overlay(tmp_path, models):
+    """The overlay is a normal input again: same size and count through our own reader."""
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, [square(H, W, 30, 30)] * 5, fps=5)
+    assert run(clip, "--model", models.camvid(), "--out", tmp_path / "out", "--quiet") == 0
+    again = list(read_frames(tmp_path / "out" / "c" / "camvid" / "overlay.mp4"))
+    assert len(again) == 5 and again[0].image.shape == (H, W, 3)
