@@ -144,16 +144,22 @@ def read_frames(
     come with image=None, which skips their colour conversion, the costly part. Options
     are checked here; the file is opened on the first `next()`.
     """
-    _check_choice("decoder", decoder, DECODERS)
+    select = check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps)
     _check_choice("pixels", pixels, PIXELS)
-    if start_s is not None and not start_s >= 0:
-        raise UsageError(f"start_s must be >= 0 seconds, got {start_s}")
-    if end_s is not None and not end_s > (start_s or 0.0):
-        raise UsageError(f"end_s must be after start_s, got start_s={start_s} end_s={end_s}")
-    select = _Selector(stride, sample_fps)
     frames = _pyav_frames if decoder == "pyav" else _opencv_frames
     stats = stats if stats is not None else DecodeStats()
     return frames(os.fspath(path), start_s, end_s, select, pixels, stats)
+
+
+def check_read_options(*, decoder: str, start_s: float | None, end_s: float | None, stride: int,
+                       sample_fps: float | None) -> "_Selector":
+    """UsageError for options `read_frames` cannot honour; callers check before any work starts."""
+    _check_choice("decoder", decoder, DECODERS)
+    if start_s is not None and not start_s >= 0:
+        raise UsageError(f"start must be >= 0 seconds, got {start_s}")
+    if end_s is not None and not end_s > (start_s or 0.0):
+        raise UsageError(f"end must be after start, got start={start_s} end={end_s}")
+    return _Selector(stride, sample_fps)
 
 
 class VideoWriter:

@@ -23,7 +23,6 @@ from .model import TASKS, Contract, file_sha256, parse
 from .pipeline import Pipeline, Stage
 from .sinks import Staging, write_json
 
-DECODERS = ("pyav", "opencv")
 MODEL_DIR_ENV = "EDGE_MODEL_DIR"
 
 
@@ -153,8 +152,8 @@ def run(
     progress=None,
 ) -> list[dict]:
     """Run every model over every input; returns one summary dict per input (also in run.json)."""
-    check_options(decoder=decoder, stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s,
-                  batch=batch, options=options)
+    media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps)
+    check_options(batch=batch, options=options)
     with signals_raise():
         loaded = load_models(models, tasks_, device=device, threads=threads)
         infos = [media.probe(path) for path in inputs]  # every input checked before any work
@@ -166,21 +165,9 @@ def run(
         ]
 
 
-def check_options(*, decoder, stride, sample_fps, start_s, end_s, batch, options) -> None:
-    if decoder not in DECODERS:
-        raise UsageError(f"unknown decoder {decoder!r}; allowed: {', '.join(DECODERS)}")
-    if stride < 1:
-        raise UsageError(f"--stride must be 1 or more, got {stride}")
-    if sample_fps is not None and sample_fps <= 0:
-        raise UsageError(f"--sample-fps must be positive, got {sample_fps}")
-    if sample_fps is not None and stride != 1:
-        raise UsageError("--stride and --sample-fps choose frames in two different ways; give one")
+def check_options(*, batch, options) -> None:
     if batch is not None and batch < 1:
         raise UsageError(f"--batch must be 1 or more, got {batch}")
-    if start_s is not None and start_s < 0:
-        raise UsageError(f"--start must be 0 or more seconds, got {start_s}")
-    if start_s is not None and end_s is not None and end_s <= start_s:
-        raise UsageError(f"--end ({end_s}) must be after --start ({start_s})")
     if not 0 <= options.alpha <= 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {options.alpha}")
     if options.threshold is not None and not 0 <= options.threshold <= 1:
@@ -234,13 +221,15 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             "started_at": started_at.isoformat(timespec="seconds"),
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
+            "models": {m.folder_name: {
+                "path": os.path.abspath(m.path), "sha256": m.sha256, "task": m.contract.task,
+                "backend": m.backend.name, "device": m.backend.device,
+                "producer": m.contract.producer, "producer_version": m.contract.producer_version,
+            } for m in models},
         }
-        for model in models:
-            staging = stagings[model.folder_name]
-            record = dict(summary, model={
-                "path": os.path.abspath(model.path), "sha256": model.sha256, "task": model.contract.task,
-                "backend": model.backend.name, "device": model.backend.device,
-                "producer": model.contract.producer, "producer_version": model.contract.producer_version})
+        for name, staging in stagings.items():
+            record = {k: v for k, v in summary.items() if k not in ("outputs", "models")}
+            record["model"] = summary["models"][name]
             record["files"] = sorted(p.name for p in staging.dir.iterdir()) + ["run.json"]
             write_json(staging.path("run.json"), record)
         for staging in stagings.values():

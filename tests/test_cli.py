@@ -132,12 +132,13 @@ def test_default_models_come_from_the_model_folder(tmp_path, capsys, clip, monke
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--stride", "0"], "--stride must be 1 or more"),
+    (["--stride", "0"], "stride must be an integer >= 1, got 0"),
     (["--batch", "0"], "--batch must be 1 or more"),
     (["--alpha", "1.5"], "--alpha must be between 0 and 1"),
-    (["--decoder", "ffmpeg"], "allowed: pyav, opencv"),
+    (["--decoder", "ffmpeg"], "decoder must be one of pyav, opencv"),
     (["--device", "tpu"], "allowed: cpu, cuda"),
-    (["--start", "2", "--end", "1"], "--end (1.0) must be after --start (2.0)"),
+    (["--start", "2", "--end", "1"], "end must be after start, got start=2.0 end=1.0"),
+    (["--sample-fps", "-1"], "sample_fps must be a positive number"),
     (["--task", "pose"], "unknown task 'pose'"),
 ])
 def test_usage_errors_exit_2(tmp_path, capsys, clip, models, args, expected):

@@ -203,7 +203,7 @@ def test_selected_pixels_only(clips, decoder):
         ({"stride": 0}, "stride"),
         ({"sample_fps": 0}, "sample_fps"),
         ({"stride": 2, "sample_fps": 5}, "not both"),
-        ({"start_s": 1.0, "end_s": 1.0}, "end_s"),
+        ({"start_s": 1.0, "end_s": 1.0}, "end must be after start"),
     ],
 )
 def test_bad_options_raise_at_call_time(options, words):
