@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in summaries:
             f = s["frames"]
             corrupt = f", {f['corrupt_skipped']} corrupt skipped" if f["corrupt_skipped"] else ""
-            print(f"{s['input']}: {f['decoded']} frames decoded, {f['processed']} processed{corrupt} "
+            print(f"{s['input']}: {f['in_range']} frames, {f['processed']} processed{corrupt} "
                   f"in {s['seconds']['total']:.1f} s ({s['frames_per_s']} frames/s) -> "
                   f"{', '.join(s['outputs'].values())}")
     return 0
@@ -98,7 +98,9 @@ class _progress:
         self.bar = tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
         return self.update
 
-    def update(self, written: int) -> None:
+    def update(self, written: int, expected: int | None) -> None:
+        if expected and self.bar.total != expected:
+            self.bar.total = expected
         self.bar.update(written - self.bar.n)
 
     def __exit__(self, *exc):

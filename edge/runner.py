@@ -200,7 +200,8 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
         ]
         pipeline = Pipeline(stages)
         pipeline.start()
-        pipeline.wait(on_tick=(lambda: progress(counts["written"])) if progress else (lambda: None))
+        expected = expected_frames(info, start_s, end_s)
+        pipeline.wait(on_tick=(lambda: progress(counts["written"], expected)) if progress else (lambda: None))
         if counts["written"] == 0:
             raise InputError(f"{info.path}: no frames to process between --start and --end; check the times")
         elapsed = time.perf_counter() - wall
@@ -208,7 +209,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             "input": os.path.abspath(info.path),
             "video": {"width": info.width, "height": info.height, "fps": info.fps, "codec": info.codec,
                       "duration_s": info.duration_s, "audio_codec": info.audio_codec, "rotation": info.rotation},
-            "frames": {"decoded": stats.decoded, "processed": counts["processed"],
+            "frames": {"decoded": stats.decoded, "in_range": counts["written"], "processed": counts["processed"],
                        "not_selected": counts["written"] - counts["processed"], "corrupt_skipped": stats.corrupt,
                        "corrupt_times_s": stats.corrupt_times_s},
             "options": {"decoder": decoder, "batch": batch, "stride": stride, "sample_fps": sample_fps,
@@ -239,6 +240,16 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
         for staging in stagings.values():
             staging.discard()
         raise
+
+
+def expected_frames(info: media.VideoInfo, start_s: float | None, end_s: float | None) -> int | None:
+    """Frames the run should see, for the progress bar's ETA; None when the container won't say."""
+    if not (start_s or end_s):
+        return info.frame_count
+    if not (info.fps and info.duration_s):
+        return None
+    end = min(end_s, info.duration_s) if end_s is not None else info.duration_s
+    return max(0, round((end - (start_s or 0.0)) * info.fps))
 
 
 def batch_frames(frames, models: list[Model], size: int):

@@ -23,7 +23,7 @@ def rows(path):
 def decoded(path):
     with av.open(str(path)) as c:
         frames = [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
-        audio = [s.codec_context.name for s in c.streams.audio]
+        audio = [s.codec_context.codec.canonical_name for s in c.streams.audio]
     return frames, audio
 
 
@@ -152,7 +152,8 @@ def test_stride_keeps_every_frame_in_the_overlay_and_processes_some(tmp_path, mo
     assert len(out) == 24
     record = json.loads((tmp_path / "out" / "c" / "biwi" / "run.json").read_text())
     assert record["frames"] | {"corrupt_times_s": []} == {
-        "decoded": 24, "processed": 5, "not_selected": 19, "corrupt_skipped": 0, "corrupt_times_s": []}
+        "decoded": 24, "in_range": 24, "processed": 5, "not_selected": 19, "corrupt_skipped": 0,
+        "corrupt_times_s": []}
 
 
 def test_sample_fps_and_time_range(tmp_path, models):
@@ -220,3 +221,39 @@ def test_reading_frames_back_from_an_overlay(tmp_path, models):
     assert run(clip, "--model", models.camvid(), "--out", tmp_path / "out", "--quiet") == 0
     again = list(read_frames(tmp_path / "out" / "c" / "camvid" / "overlay.mp4"))
     assert len(again) == 5 and again[0].image.shape == (H, W, 3)
+
+
+@pytest.mark.parametrize("name,codec,size,audio", [
+    ("odd.mkv", "ffv1", (37, 53), None),
+    ("old.avi", "mpeg4", (48, 64), "mp3"),
+    ("pcm.mov", "libx264", (48, 64), "pcm_s16le"),
+])
+def test_containers_codecs_sizes_and_audio(tmp_path, models, name, codec, size, audio):
+    h, w = size
+    frames = [square(h, w, 10, 2 * i, size=6, rgb=(250, 0, 0)) for i in range(12)]
+    clip = tmp_path / name
+    make_clip(clip, frames, fps=12, codec=codec, pix_fmt="yuv420p" if codec != "ffv1" else "bgr0",
+              audio=audio is not None, audio_codec=audio or "aac")
+    assert run(clip, "--model", models.camvid(), "--out", tmp_path / "out", "--quiet") == 0
+    out, audio_out = decoded(tmp_path / "out" / clip.stem / "camvid" / "overlay.mp4")
+    assert len(out) == 12
+    # 4:2:0 H.264 cannot be odd-sized: an odd side gains one replicated pixel
+    assert out[0][1].shape[:2] == (h + h % 2, w + w % 2)
+    assert audio_out == ([] if audio is None else ["mp3" if audio == "mp3" else "aac"])
+    table = rows(tmp_path / "out" / clip.stem / "camvid" / "classes.csv")
+    assert float(table[0]["Red"]) == pytest.approx(36 / (h * w), abs=0.03)
+
+
+def test_rotated_phone_video_is_processed_upright(tmp_path, models):
+    """A portrait phone clip: stored landscape with a 90° display matrix. Points come back in
+    the displayed (upright) frame and the overlay is upright."""
+    stored = square(48, 64, 8, 40, size=8)  # dot centred at x=44, y=12 in the stored picture
+    clip = tmp_path / "phone.mp4"
+    make_clip(clip, [stored] * 6, fps=6, rotation=90)
+    assert run(clip, "--model", models.biwi(size=(64, 48)), "--out", tmp_path / "out", "--quiet") == 0
+    upright = np.rot90(stored)  # what a player shows for a 90° counterclockwise display matrix
+    ys, xs = np.nonzero(upright[..., 0])
+    track = rows(tmp_path / "out" / "phone" / "biwi" / "track.csv")
+    assert abs(float(track[0]["x"]) - (xs.mean() + 0.5)) < 2 and abs(float(track[0]["y"]) - (ys.mean() + 0.5)) < 2
+    out, _ = decoded(tmp_path / "out" / "phone" / "biwi" / "overlay.mp4")
+    assert out[0][1].shape[:2] == (64, 48)
