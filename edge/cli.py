@@ -8,6 +8,7 @@ import traceback
 from . import __version__, tasks
 from .errors import EdgeError, UsageError
 from .model import TASKS
+from .runner import run
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="planet: one threshold for every tag, instead of the model's")
     p.add_argument("--min-duration", type=float, default=0.5, metavar="SECONDS",
                    help="planet: shortest interval kept, and shortest gap that splits one (default 0.5)")
+    p.add_argument("--preset", default="ultrafast",
+                   help="x264 preset of overlay videos: ultrafast (default) spends least CPU, slower ones make smaller files")
     p.add_argument("--save-masks", action="store_true", help="camvid: also write class-id masks as PNGs")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
@@ -70,13 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> list[dict]:
-    from .runner import run  # keeps `edge-run --help` instant
-
     task_names = [t.strip() for t in args.task.split(",") if t.strip()]
     if not args.model and not task_names:
         raise UsageError("give --model FILE.onnx or --task " + "|".join(TASKS))
     options = tasks.Options(alpha=args.alpha, threshold=args.threshold, min_duration_s=args.min_duration,
-                            save_masks=args.save_masks)
+                            save_masks=args.save_masks, preset=args.preset)
     with _progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:
         return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
                    decoder=args.decoder, stride=args.stride, sample_fps=args.sample_fps, start_s=args.start,

@@ -172,6 +172,8 @@ def check_options(*, batch, options) -> None:
         raise UsageError(f"--alpha must be between 0 and 1, got {options.alpha}")
     if options.threshold is not None and not 0 <= options.threshold <= 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {options.threshold}")
+    if options.preset not in media.X264_PRESETS:
+        raise UsageError(f"--preset {options.preset!r} is not an x264 preset; allowed: {', '.join(media.X264_PRESETS)}")
     if options.min_duration_s < 0:
         raise UsageError(f"--min-duration must be 0 or more seconds, got {options.min_duration_s}")
 
@@ -180,13 +182,14 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             sample_fps: float | None, start_s: float | None, end_s: float | None, options: tasks.Options,
             progress) -> dict:
     started_at = datetime.datetime.now(datetime.timezone.utc)
-    wall = time.perf_counter()
-    task_modules = {m.folder_name: tasks.module(m.contract.task) for m in models}
+    wall, cpu = time.perf_counter(), time.process_time()
     needs_all_pixels = any(m.contract.task in ("camvid", "biwi") for m in models)
     stats = media.DecodeStats()
     counts = {"written": 0, "processed": 0}
-    stagings = {m.folder_name: Staging(out / Path(info.path).stem / m.folder_name) for m in models}
+    stagings: dict[str, Staging] = {}
     try:
+        for m in models:
+            stagings[m.folder_name] = Staging(out / Path(info.path).stem / m.folder_name)
         stages = [
             Stage("decode", lambda: media.read_frames(
                 info.path, decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
@@ -195,7 +198,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             Stage("infer", lambda batches: infer(batches, models)),
             Stage("postprocess", lambda batches: postprocess(batches, models, options)),
             # output videos start at 0 even when the input starts later (MPEG-TS) or --start is given
-            Stage("sinks", lambda batches: write_sinks(batches, models, task_modules, stagings, info, options,
+            Stage("sinks", lambda batches: write_sinks(batches, models, stagings, info, options,
                                                       max(start_s or 0.0, info.start_s), end_s, counts)),
         ]
         pipeline = Pipeline(stages)
@@ -214,19 +217,17 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
                        "corrupt_times_s": stats.corrupt_times_s},
             "options": {"decoder": decoder, "batch": batch, "stride": stride, "sample_fps": sample_fps,
                         "start_s": start_s, "end_s": end_s, "alpha": options.alpha, "threshold": options.threshold,
-                        "min_duration_s": options.min_duration_s, "save_masks": options.save_masks},
-            "seconds": {"total": round(elapsed, 3), **{s.name: round(s.busy_s, 3) for s in stages}},
-            "frames_per_s": round(counts["written"] / elapsed, 2) if elapsed > 0 else None,
-            "processed_per_s": round(counts["processed"] / elapsed, 2) if elapsed > 0 else None,
+                        "min_duration_s": options.min_duration_s, "save_masks": options.save_masks,
+                        "preset": options.preset},
+            "seconds": {"total": round(elapsed, 3), "cpu": round(time.process_time() - cpu, 3),
+                        **{s.name: round(s.busy_s, 3) for s in stages}},
+            "frames_per_s": round(counts["written"] / elapsed, 2),
+            "processed_per_s": round(counts["processed"] / elapsed, 2),
             "tool": {"name": "edge", "version": __version__, "python": platform.python_version()},
             "started_at": started_at.isoformat(timespec="seconds"),
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
-            "models": {m.folder_name: {
-                "path": os.path.abspath(m.path), "sha256": m.sha256, "task": m.contract.task,
-                "backend": m.backend.name, "device": m.backend.device,
-                "producer": m.contract.producer, "producer_version": m.contract.producer_version,
-            } for m in models},
+            "models": {m.folder_name: model_record(m) for m in models},
         }
         for name, staging in stagings.items():
             record = {k: v for k, v in summary.items() if k not in ("outputs", "models")}
@@ -240,6 +241,12 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
         for staging in stagings.values():
             staging.discard()
         raise
+
+
+def model_record(m: Model) -> dict:
+    return {"path": os.path.abspath(m.path), "sha256": m.sha256, "task": m.contract.task,
+            "backend": m.backend.name, "device": m.backend.device,
+            "producer": m.contract.producer, "producer_version": m.contract.producer_version}
 
 
 def expected_frames(info: media.VideoInfo, start_s: float | None, end_s: float | None) -> int | None:
@@ -301,14 +308,14 @@ def postprocess(batches, models: list[Model], options: tasks.Options):
         yield batch
 
 
-def write_sinks(batches, models, task_modules, stagings, info, options, start_s, end_s, counts):
+def write_sinks(batches, models, stagings, info, options, start_s, end_s, counts):
     held = {m.folder_name: None for m in models}  # unselected frames show the latest result
     with ExitStack() as stack:
         sinks = {}
         for model in models:
             name = model.folder_name
             ctx = tasks.SinkContext(stagings[name].dir, model.contract, info, options, start_s, end_s)
-            sinks[name] = [stack.enter_context(s) for s in task_modules[name].sinks(ctx)]
+            sinks[name] = [stack.enter_context(s) for s in tasks.module(model.contract.task).sinks(ctx)]
         for batch in batches:
             results = {name: iter(rs) for name, rs in batch.results.items()}
             for frame in batch.frames:

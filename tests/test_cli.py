@@ -140,6 +140,7 @@ def test_default_models_come_from_the_model_folder(tmp_path, capsys, clip, monke
     (["--start", "2", "--end", "1"], "end must be after start, got start=2.0 end=1.0"),
     (["--sample-fps", "-1"], "sample_fps must be a positive number"),
     (["--task", "pose"], "unknown task 'pose'"),
+    (["--preset", "fastest"], "not an x264 preset; allowed: ultrafast"),
 ])
 def test_usage_errors_exit_2(tmp_path, capsys, clip, models, args, expected):
     code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--out", tmp_path / "out", *args)
