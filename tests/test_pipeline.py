@@ -16,6 +16,13 @@ def frames(n):
     return source
 
 
+def endless():
+    i = 0
+    while True:
+        yield Frame(i, 0.0, None)
+        i += 1
+
+
 def passthrough(items):
     yield from items
 
@@ -36,12 +43,6 @@ def test_items_flow_in_order_through_every_stage():
 
 def test_a_failure_stops_every_stage_and_names_stage_and_frame():
     closed = threading.Event()
-
-    def endless():
-        i = 0
-        while True:
-            yield Frame(i, 0.0, None)
-            i += 1
 
     def broken(items):
         for f in items:
@@ -93,12 +94,6 @@ def test_a_failing_source_is_reported():
 
 
 def test_abort_unblocks_stages_waiting_on_full_queues():
-    def endless():
-        i = 0
-        while True:
-            yield Frame(i, 0.0, None)
-            i += 1
-
     def stuck(items):
         next(items)
         time.sleep(30)  # a slow consumer: the queues before it fill up
