@@ -67,20 +67,25 @@ def default_model(task: str) -> str:
     return path
 
 
-def load_models(model_paths, task_names, *, device: str, threads: int | None) -> list[Model]:
+def load_models(model_paths, task_names, *, backend: str = "auto", device: str | None, threads: int | None,
+                batch: int | None = None, notice=lambda message: None) -> list[Model]:
     """Load and validate every model before any video is opened, so a bad one fails fast."""
     unknown = [t for t in task_names if t not in TASKS]
     if unknown:
         raise UsageError(f"unknown task {unknown[0]!r}; allowed: {', '.join(TASKS)}")
-    paths = list(model_paths) or [default_model(t) for t in task_names]
+    paths = list(model_paths)
+    if not paths:
+        paths = [default_model(t) for t in task_names]
+        for task, path in zip(task_names, paths):
+            notice(f"--task {task}: using the default model {path}")
     if not paths:
         raise UsageError("give --model FILE.onnx or --task with one of: " + ", ".join(TASKS))
     models = []
     for path in paths:
-        backend = backends.load(path, device=device, threads=threads)
-        contract = parse(backend.metadata, source=path)
-        check_io(path, backend, contract)
-        models.append(Model(path, contract, backend, sha256=file_sha256(path)))
+        loaded = backends.load(path, backend=backend, device=device, threads=threads, batch=batch)
+        contract = parse(loaded.metadata, source=path)
+        check_io(path, loaded, contract)
+        models.append(Model(path, contract, loaded, sha256=file_sha256(path)))
     if model_paths and task_names:
         found = sorted({m.contract.task for m in models})
         if found != sorted(set(task_names)):
@@ -146,16 +151,19 @@ def run(
     sample_fps: float | None = None,
     start_s: float | None = None,
     end_s: float | None = None,
-    device: str = "cpu",
+    backend: str = "auto",
+    device: str | None = None,
     threads: int | None = None,
     options: tasks.Options = tasks.Options(),
     progress=None,
+    notice=lambda message: None,
 ) -> list[dict]:
     """Run every model over every input; returns one summary dict per input (also in run.json)."""
     media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps)
     check_options(batch=batch, options=options)
     with signals_raise():
-        loaded = load_models(models, tasks_, device=device, threads=threads)
+        loaded = load_models(models, tasks_, backend=backend, device=device, threads=threads, batch=batch,
+                             notice=notice)
         infos = [media.probe(path) for path in inputs]  # every input checked before any work
         return [
             run_one(info, loaded, out=Path(out), batch=batch or loaded[0].backend.default_batch, decoder=decoder,

@@ -125,8 +125,9 @@ def test_default_models_come_from_the_model_folder(tmp_path, capsys, clip, monke
     makers_models.planet(folder / "planet.onnx")
     makers_models.biwi(folder / "biwi.onnx")
     monkeypatch.setenv("EDGE_MODEL_DIR", str(folder))
-    code, _, _ = edge_run(tmp_path, capsys, clip, "--task", "planet,biwi", "--out", tmp_path / "out", "--quiet")
+    code, _, err = edge_run(tmp_path, capsys, clip, "--task", "planet,biwi", "--out", tmp_path / "out")
     assert code == 0
+    assert f"--task planet: using the default model {folder / 'planet.onnx'}" in err
     assert (tmp_path / "out" / "clip" / "planet" / "timeline.csv").exists()
     assert (tmp_path / "out" / "clip" / "biwi" / "track.csv").exists()
 
@@ -141,6 +142,7 @@ def test_default_models_come_from_the_model_folder(tmp_path, capsys, clip, monke
     (["--sample-fps", "-1"], "sample_fps must be a positive number"),
     (["--task", "pose"], "unknown task 'pose'"),
     (["--preset", "fastest"], "not an x264 preset; allowed: ultrafast"),
+    (["--backend", "tpu"], "unknown backend 'tpu'; allowed: auto, onnxruntime, torch, tensorrt"),
 ])
 def test_usage_errors_exit_2(tmp_path, capsys, clip, models, args, expected):
     code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--out", tmp_path / "out", *args)

@@ -1,30 +1,55 @@
-"""Inference backends behind one small protocol; each is imported only when asked for."""
+"""Inference backends behind one small protocol; each is imported only when asked for.
 
+onnxruntime runs `.onnx` files (CPU, or its CUDA/TensorRT providers); torch runs `.pt2`
+programs made by `edge-export --torch-program`; tensorrt runs `.engine` files, or builds one
+from an `.onnx` into the engine cache. `auto` picks by the file's extension.
+"""
+
+import os
 from typing import Protocol
 
 import numpy as np
 
 from ..errors import UsageError
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 DEVICES = ("cpu", "cuda")
+BY_EXTENSION = {".pt2": "torch", ".engine": "tensorrt"}
 
 
 class Backend(Protocol):
     name: str  # e.g. "onnxruntime"
     device: str  # what actually runs it, e.g. "cpu" or "cuda (CUDAExecutionProvider)"
-    metadata: dict[str, str]  # the model's metadata_props, where the contract lives
+    metadata: dict[str, str]  # the model's contract keys
     default_batch: int
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch through the model; returns its first output."""
 
 
-def load(path: str, *, backend: str = "onnxruntime", device: str = "cpu", threads: int | None = None) -> Backend:
+def resolve(path: str, backend: str) -> str:
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    return BY_EXTENSION.get(os.path.splitext(path)[1].lower(), "onnxruntime")
+
+
+def load(path: str, *, backend: str = "auto", device: str | None = None, threads: int | None = None,
+         batch: int | None = None) -> Backend:
+    """`device` None means the backend's own: cuda for TensorRT, cpu for the others."""
+    name = resolve(path, backend)
+    device = device or ("cuda" if name == "tensorrt" else "cpu")
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    if name == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(path, device=device, threads=threads)
+    if name == "tensorrt":
+        from .tensorrt import TensorrtBackend
+
+        return TensorrtBackend(path, device=device, threads=threads, batch=batch or 8)
     from .ort import OrtBackend
 
     return OrtBackend(path, device=device, threads=threads)
