@@ -116,12 +116,12 @@ def train(task: str, data, *, out, arch: str | None = None, pretrained: bool = T
     arch = arch or DEFAULT_ARCH[task]
     if pretrained:
         check_pretrained(arch)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     set_seed(seed, reproducible=True)
     size = tuple(size or DEFAULT_SIZE[task])
     dls = load_data(task, Path(data), size, bs, seed, augment)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     learn = make_learner(task, dls, arch, pretrained)
     if not sys.stderr.isatty():  # fastprogress redraws its bars as text otherwise
         learn.remove_cb(ProgressCallback)

@@ -47,10 +47,12 @@ def test_progressive_resizing_swaps_in_larger_data(tmp_path):
 
 def test_missing_pretrained_weights_and_data_are_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
-    code = train.main(["camvid", "--data", str(tmp_path), "--arch", "resnet18"])
+    code = train.main(["camvid", "--data", str(tmp_path), "--arch", "resnet18", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "pretrained resnet18 weights are not in the local cache" in err and "--no-pretrained" in err
     assert len(err.splitlines()) == 1
-    code = train.main(["planet", "--data", str(tmp_path / "nope"), "--no-pretrained", "--arch", "xresnet_tiny"])
+    code = train.main(["planet", "--data", str(tmp_path / "nope"), "--no-pretrained", "--arch", "xresnet_tiny",
+                       "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 3 and str(tmp_path / "nope") in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
