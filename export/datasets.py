@@ -364,9 +364,9 @@ def _street_image(rng, m: np.ndarray) -> np.ndarray:
     h, w = m.shape
     img = colour[m] + fine[m] * rng.normal(0, 1, (h, w, 1)) + blotch[m] * (2 * _smooth(rng, (h, w), 8)[..., None] - 1)
     yy, xx = np.mgrid[:h, :w]
-    windows = (m == CAMVID_CODES.index("Building")) & (yy % 6 < 3) & (xx % 5 < 2)
-    img[windows] -= 55
-    img[m == CAMVID_CODES.index("Sky")] += (yy[m == CAMVID_CODES.index("Sky")] / h * 30)[:, None]
+    img[(m == CAMVID_CODES.index("Building")) & (yy % 6 < 3) & (xx % 5 < 2)] -= 55  # windows
+    sky = m == CAMVID_CODES.index("Sky")
+    img[sky] += (yy[sky] / h * 30)[:, None]  # paler towards the horizon
     return img * rng.uniform(0.85, 1.15)  # the day's light
 
 
@@ -395,7 +395,7 @@ LAND = {"primary": 0.8, "agriculture": 0.35, "water": 0.3, "road": 0.35, "habita
 
 
 def _planet_tile(rng, s: int) -> tuple[np.ndarray, list[str]]:
-    weather = rng.choice(PLANET_WEATHER, p=[0.55, 0.15, 0.1, 0.2])
+    weather = str(rng.choice(PLANET_WEATHER, p=[0.55, 0.15, 0.1, 0.2]))
     land = [] if weather == "cloudy" else [t for t, p in LAND.items() if rng.random() < p]  # as in the real data
     tex = _smooth(rng, (s, s), 6)[..., None]
     base = ((40, 95, 45), (30, 40, 20)) if "primary" in land else ((160, 150, 105), (25, 25, 20))

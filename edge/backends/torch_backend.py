@@ -1,0 +1,89 @@
+"""torch backend: a torch.export program (`edge-export --torch-program OUT.pt2`) run by PyTorch.
+
+The program holds the same graph as the ONNX file (uint8 NHWC in, the contract's output out) and
+the contract as the JSON extra file CONTRACT_FILE. torch is imported here only, so the runtime
+imports without it. On `--device cuda` the weights stay fp32 and the graph runs under fp16
+autocast: the uint8 input crosses to the GPU as uint8, the program's own cast makes it float,
+and autocast then runs convolutions and matmuls in fp16 while keeping reductions in fp32.
+"""
+
+import contextlib
+import json
+import os
+
+import numpy as np
+
+from ..errors import ModelError, UsageError
+from .ort import _last_line, default_threads
+
+CONTRACT_FILE = "edge.contract.json"
+DEVICES = ("cpu", "cuda")
+# onnxruntime's spelling of input types, which the runner checks against the contract.
+INPUT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)", "float16": "tensor(float16)"}
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, path: str, *, device: str = "cpu", threads: int | None = None):
+        import torch
+
+        if device not in DEVICES:
+            raise UsageError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda: torch has no CUDA here; install a CUDA build of torch "
+                             "on a CUDA machine, or use --device cpu")
+        _check_file(path)
+        extra = {CONTRACT_FILE: ""}
+        try:
+            program = torch.export.load(path, extra_files=extra)
+        except Exception as err:  # a zip that is not a program, or not a zip at all
+            raise ModelError(f"{path}: not a torch program ({_last_line(err)}); "
+                             f"write one with edge-export --torch-program") from err
+        try:
+            self.metadata = {str(k): str(v) for k, v in json.loads(extra[CONTRACT_FILE]).items()}
+        except (json.JSONDecodeError, AttributeError):
+            raise ModelError(f"{path}: the torch program has no valid '{CONTRACT_FILE}' (the edge contract); "
+                             f"export it again with edge-export --torch-program") from None
+        pixels = _user_input(program)
+        self.input_shape = [d if isinstance(d, int) else str(d) for d in pixels.shape]
+        self.input_type = INPUT_TYPES.get(str(pixels.dtype).removeprefix("torch."), str(pixels.dtype))
+        # intra-op threads are process-wide in torch, unlike an onnxruntime session's
+        torch.set_num_threads(threads or default_threads())
+        self._torch = torch
+        self._device = torch.device(device)
+        if device == "cuda":
+            from torch.export.passes import move_to_device_pass
+
+            # The graph records the export's device (an assert on the input's metadata), so
+            # moving the weights alone is not enough: this pass rewrites both.
+            program = move_to_device_pass(program, device)
+        self.module = program.module()
+        self.device = "cuda (fp16)" if device == "cuda" else "cpu"
+        self.default_batch = 8 if device == "cuda" else 4
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device)
+        cuda = self._device.type == "cuda"
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext():
+            out = self.module(x)
+        if out.is_floating_point():
+            out = out.float()  # fp16 out of autocast; the runtime decodes float32
+        return out.cpu().numpy()
+
+
+def _user_input(program):
+    """The fake tensor of the program's first user input: its shape (symbolic batch) and dtype."""
+    name = program.graph_signature.user_inputs[0]
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name)
+    return node.meta["val"]
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise ModelError(f"{path}: model file not found; check the path given to --model")
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: is a folder, not a torch program file")
+    if os.path.getsize(path) == 0:
+        raise ModelError(f"{path}: model file is empty (0 bytes); export it again")

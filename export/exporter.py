@@ -1,0 +1,492 @@
+"""`edge-export`: a fastai learner file → a contract ONNX file, gated on parity with PyTorch.
+
+    edge-export LEARNER.pkl --onnx OUT.onnx [--task T] [--size H W] [--data DIR]
+                [--torch-program OUT.pt2] [--opset 17] [--images N]
+
+Everything the contract needs is read from the learner itself: the task from its model, target
+transforms and loss; classes from its vocab (camvid: MaskBlock's codes); mean/std from the
+`Normalize` in `dls.after_batch`; input size and resize method from the `Resize` in
+`dls.after_item` (or a sized batch transform). Each file is then checked before it is moved into
+place: PyTorch and the runtime's backend run the same uint8 images and must agree within GATE,
+or the file is not written and the exit code is 4. planet's thresholds are fitted per tag on
+labelled validation images when there are any.
+"""
+
+import argparse
+import colorsys
+import dataclasses
+import os
+import pickle
+import sys
+import traceback
+import types
+import warnings
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")  # fastai's import, not ours
+import fastai  # noqa: E402
+import torch
+from fastai.data.transforms import MultiCategorize, Normalize
+from fastai.layers import ToTensorBase
+from fastai.learner import Learner
+from fastai.learner import load_learner as fastai_load_learner
+from fastai.vision.augment import AffineCoordTfm, RandomResizedCrop, RandomResizedCropGPU, Resize
+from fastai.vision.core import PointScaler
+from fastai.vision.data import AddMaskCodes
+from fastai.vision.models.unet import DynamicUnet
+
+from edge import __version__
+from edge.backends.ort import OrtBackend, _last_line
+from edge.backends.torch_backend import TorchBackend
+from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageError
+from edge.geometry import Preprocessor
+from edge.model import TASKS, Contract
+from export import datasets
+from export.onnx_export import OPSETS, ContractWrapper, export_onnx
+from export.torch_program import save_program
+
+# The parity gate: onnxruntime against PyTorch on the same images, in the units the runtime
+# acts on (README, "edge-export", names these).
+GATE = {
+    "camvid": {"pixel_agreement": (">=", 0.999)},
+    "planet": {"tag_agreement": (">=", 0.999), "max_prob_diff": ("<=", 1e-3)},
+    "biwi": {"max_point_diff_px": ("<=", 0.5)},
+}
+DEFAULT_THRESHOLD = 0.2  # the lesson's accuracy_thresh
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+FBETA = 2  # the lesson's fbeta / FBetaMulti: recall weighs more than precision
+RANDOM_IMAGES = 8  # the gate's input when there is no validation image at all
+BATCH = 8
+
+
+def warn(message: str) -> None:
+    print(f"edge-export: warning: {message}", file=sys.stderr)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+class Missing:
+    """Stands in for a function or class the pickle names but this process cannot import: a
+    notebook's `get_y_fn` or `label_func`. Those only build datasets; inference never calls them."""
+
+    where = ""
+
+    def __init__(self, *args, **kwargs):
+        self._refuse()
+
+    def __call__(self, *args, **kwargs):
+        self._refuse()
+
+    def _refuse(self):
+        raise ModelError(f"{self.where} is not importable here (it lived in the training session); "
+                         f"import or define it before using this part of the learner")
+
+    def __setstate__(self, state):  # an instance of a missing class keeps whatever state it had
+        self.__dict__.update(state if isinstance(state, dict) else {"state": state})
+
+
+@cache  # one class per name, so the objects that share it in the pickle still share it
+def placeholder(module: str, name: str) -> type:
+    return type(name, (Missing,), {"__module__": module, "__qualname__": name, "where": f"{module}.{name}"})
+
+
+def _lenient_pickle(missing: list[str]) -> types.ModuleType:
+    """`pickle`, except that a name that cannot be imported becomes a placeholder (and is noted)."""
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            try:
+                return super().find_class(module, name)
+            except (ImportError, AttributeError):
+                missing.append(f"{module}.{name}")
+                return placeholder(module, name)
+
+    lenient = types.ModuleType("edge_lenient_pickle")
+    lenient.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith("__")})
+    lenient.Unpickler = Unpickler  # torch.load unpickles with pickle_module.Unpickler
+    return lenient
+
+
+def load_learner(path) -> Learner:
+    """fastai's load_learner (cpu, weights_only=False) through the lenient unpickler."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: learner file not found" if not os.path.exists(path) else f"{path}: not a file")
+    missing: list[str] = []
+    try:
+        with warnings.catch_warnings():  # fastai warns that pickle is unsafe: the user chose this file
+            warnings.simplefilter("ignore")
+            learn = fastai_load_learner(path, cpu=True, pickle_module=_lenient_pickle(missing))
+    except Exception as err:  # torch.load and pickle raise untyped errors for a file that is not a learner
+        raise ModelError(f"{path}: not a fastai learner ({_last_line(err)}); write one with learn.export()") from err
+    if isinstance(learn.model, Missing):
+        raise ModelError(f"{path}: the model's class {learn.model.where} is not importable here; make it "
+                         f"importable (a class defined in a notebook: move it to a module) and run again")
+    if missing:
+        warn(f"{path} names {', '.join(sorted(set(missing)))}, not importable here; "
+             f"only datasets use them, so export goes on")
+    return learn
+
+
+# --- the contract from the learner -----------------------------------------------------------
+
+def _transforms(dls, where: str) -> list:
+    pipeline = getattr(dls, where, None)
+    return list(getattr(pipeline, "fs", []))
+
+
+def _target_transforms(dls) -> list:
+    try:
+        return [f for tl in dls.train_ds.tls for f in tl.tfms.fs]
+    except (AttributeError, TypeError):
+        return []
+
+
+def task_evidence(learn) -> dict[str, str]:
+    """Each task the learner looks like, with why."""
+    found = {}
+    if isinstance(learn.model, DynamicUnet):
+        found["camvid"] = "a DynamicUnet model"
+    for t in _transforms(learn.dls, "after_item") + _target_transforms(learn.dls):
+        if isinstance(t, AddMaskCodes):
+            found.setdefault("camvid", "MaskBlock targets")
+        elif isinstance(t, MultiCategorize):
+            found.setdefault("planet", "MultiCategoryBlock targets")
+        elif isinstance(t, PointScaler):
+            found.setdefault("biwi", "PointBlock targets")
+    loss = type(getattr(learn.loss_func, "func", learn.loss_func)).__name__
+    if loss == "BCEWithLogitsLoss":
+        found.setdefault("planet", "a BCEWithLogits loss")
+    elif loss == "MSELoss":
+        found.setdefault("biwi", "an MSE loss")
+    return found
+
+
+def infer_task(learn, task: str | None = None) -> str:
+    found = task_evidence(learn)
+    if task is not None:
+        if found and task not in found:
+            what = next(iter(found))
+            raise ModelError(f"--task {task} conflicts with the learner, which is a {what} learner "
+                             f"({found[what]}); drop --task or pass --task {what}")
+        return task
+    if len(found) != 1:
+        why = "; ".join(f"{t}: {reason}" for t, reason in found.items()) or "no sign of any"
+        raise ModelError(f"cannot tell the learner's task ({why}); pass --task {'|'.join(TASKS)}")
+    return next(iter(found))
+
+
+def input_size(dls) -> tuple[tuple[int, int] | None, str]:
+    """(height, width) and resize method of what fastai fed the model at validation."""
+    size, method = None, "squish"
+    for t in _transforms(dls, "after_item"):
+        if isinstance(t, (Resize, RandomResizedCrop)):
+            size = (t.size[1], t.size[0])  # fastai keeps item sizes as (width, height)
+            method = str(t.method) if isinstance(t, Resize) else "squish"
+            if method == "pad" and t.pad_mode != "reflection":
+                warn(f"the learner pads with {t.pad_mode}; the runtime pads by reflection, fastai's default")
+            if isinstance(t, RandomResizedCrop):
+                warn("RandomResizedCrop validates on a centre crop of a slightly larger squish; "
+                     "the contract says squish")
+    for t in _transforms(dls, "after_batch"):
+        if isinstance(t, (AffineCoordTfm, RandomResizedCropGPU)) and t.size is not None:
+            # a sized batch transform resamples the whole batch to its (height, width) at validation
+            batch_size = (t.size, t.size) if isinstance(t.size, int) else tuple(t.size)
+            if isinstance(t, RandomResizedCropGPU):
+                method = "crop"
+            elif size is None or size[0] * batch_size[1] != size[1] * batch_size[0]:
+                method = "squish"
+            size = batch_size
+    return size, method
+
+
+def normalisation(dls) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    norms = [t for t in _transforms(dls, "after_batch") if isinstance(t, Normalize) and t.mean is not None]
+    if not norms:
+        # Not imagenet_stats: without a Normalize, fastai fed this model plain 0..1 pixels.
+        warn("the learner has no Normalize in dls.after_batch, so its model saw 0..1 pixels; "
+             "recording mean 0, std 1")
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    # fastai keeps the stats as float32: 7 significant digits give back the numbers the user wrote
+    mean, std = (tuple(float(f"{v:.7g}") for v in torch.as_tensor(s).flatten().tolist())
+                 for s in (norms[-1].mean, norms[-1].std))
+    return mean, std
+
+
+def palette(codes) -> tuple[tuple[int, int, int], ...]:
+    """CamVid's colour for a CamVid code, a fixed distinct colour (golden-angle hues) otherwise."""
+    known = {k.lower(): tuple(v) for k, v in datasets.CAMVID_PALETTE.items()}
+    out = []
+    for i, code in enumerate(codes):
+        rgb = colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.65, 0.95)
+        out.append(known.get(code.lower(), tuple(round(v * 255) for v in rgb)))
+    return tuple(out)
+
+
+def infer_contract(learn, *, task: str | None = None, size: tuple[int, int] | None = None) -> Contract:
+    """The contract of `learn`'s model, read from the learner; `task` and `size` override."""
+    task = infer_task(learn, task)
+    found_size, resize = input_size(learn.dls)
+    size = tuple(size) if size else found_size
+    if size is None:
+        raise ModelError("the learner has no Resize transform to read its input size from; pass --size H W")
+    mean, std = normalisation(learn.dls)
+    common = dict(task=task, input_size=size, input_format="uint8_nhwc", resize=resize, mean=mean, std=std,
+                  producer=f"edge-export {__version__}", producer_version=f"fastai {fastai.__version__}")
+    if task == "biwi":
+        return Contract(output="points", point_convention="xy_minus1_1", **common)
+    if task == "planet":
+        classes = [str(c) for c in getattr(learn.dls, "vocab", None) or []]
+        if not classes:
+            raise ModelError("the planet learner has no vocab (MultiCategoryBlock's tags); "
+                             "export it again with its dls")
+        return Contract(output="probabilities", classes=tuple(classes),
+                        thresholds=(DEFAULT_THRESHOLD,) * len(classes), **common)
+    codes = next((t.codes for t in _transforms(learn.dls, "after_item")
+                  if isinstance(t, AddMaskCodes) and t.codes is not None), None)
+    if codes is None:
+        with torch.no_grad():
+            count = strip_retyping(learn.model)(torch.zeros(1, 3, *size)).shape[1]
+        codes = [str(i) for i in range(count)]
+        warn(f"the learner's MaskBlock has no codes; naming its {count} classes 0..{count - 1}")
+    codes = tuple(str(c) for c in codes)
+    return Contract(output="class_ids", classes=codes, palette=palette(codes), **common)
+
+
+def strip_retyping(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` in eval mode with fastai's ToTensorBase layers made identities, in place.
+
+    ToTensorBase (DynamicUnet's last layer) only retypes the output as fastai's TensorBase so
+    fastai's callbacks can dispatch on it; the values are unchanged. torch.export's fake
+    tensors refuse that tensor subclass, and neither exported graph needs the type."""
+    retyping = [(parent, name) for parent in model.modules()
+                for name, child in parent.named_children() if isinstance(child, ToTensorBase)]
+    for parent, name in retyping:
+        setattr(parent, name, torch.nn.Identity())
+    return model.eval().cpu()
+
+
+# --- validation images and the gate ------------------------------------------------------------
+
+def validation_images(learn, contract: Contract, *, data=None, limit: int = 200):
+    """(uint8 images at the model size, planet one-hot labels in contract class order or None,
+    where they came from). From `data` (read by export.datasets in the task's layout), else the
+    learner's own valid set, else random pixels."""
+    if data is not None:
+        ds, source = _data_valid(contract.task, data, contract.input_size), f"{data} (validation split)"
+    else:
+        ds, source = getattr(learn.dls, "valid_ds", None), "the learner's validation set"
+    samples = _read(ds, limit, data) if ds is not None and len(ds) else None
+    if not samples:
+        h, w = contract.input_size
+        warn(f"no validation images to gate on; the parity gate runs on {RANDOM_IMAGES} random images")
+        pixels = np.random.default_rng(0).integers(0, 256, (RANDOM_IMAGES, h, w, 3), dtype=np.uint8)
+        return pixels, None, "random pixels"
+    images = Preprocessor(contract)([np.asarray(x.convert("RGB")) for x, _ in samples])
+    labels = None
+    if contract.task == "planet":
+        vocab = [str(v) for v in ds.vocab]
+        columns = [vocab.index(c) if c in vocab else None for c in contract.classes]
+        labels = np.array([[float(y[i]) if i is not None else 0.0 for i in columns] for _, y in samples])
+    return images, labels, f"{len(samples)} images from {source}"
+
+
+def _data_valid(task: str, data, size):
+    if not Path(data).is_dir():
+        raise InputError(f"{data}: --data must be a dataset folder in the {task} layout")
+    try:
+        dls = getattr(datasets, f"{task}_dls")(Path(data), size=size, bs=BATCH, seed=0, augment=False)
+    except EdgeError:
+        raise
+    except Exception as err:  # a folder in another layout fails anywhere inside fastai
+        raise InputError(f"{data}: cannot read it as a {task} dataset ({_last_line(err)})") from err
+    return dls.valid_ds if len(dls.valid_ds) else dls.train_ds
+
+
+def _read(ds, limit: int, data):
+    try:
+        return [ds[i] for i in range(min(limit, len(ds)))]
+    except Exception as err:  # exported learners name files of another machine, or functions left behind
+        if data is not None:
+            raise InputError(f"{data}: cannot read a validation item ({_last_line(err)})") from err
+        warn(f"the learner's validation items cannot be read ({_last_line(err)})")
+        return None
+
+
+def run_batched(run, images: np.ndarray) -> np.ndarray:
+    """`run` over `images` a few at a time: a whole validation set at once would not fit in memory."""
+    return np.concatenate([run(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
+
+
+def run_torch(module: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return run_batched(lambda x: module(torch.from_numpy(x)).numpy(), images)
+
+
+def fit_thresholds(probs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
+    """Per tag, the grid threshold with the best F-beta on the validation set (ties: nearest the
+    lesson's 0.2); a tag with no positive example keeps 0.2."""
+    b2 = FBETA**2
+    out = []
+    for p, y in zip(probs.T, labels.T.astype(bool)):
+        if not y.any():
+            out.append(DEFAULT_THRESHOLD)
+            continue
+        pred = p[None, :] >= THRESHOLD_GRID[:, None]
+        tp, fp, fn = (pred & y).sum(1), (pred & ~y).sum(1), (~pred & y).sum(1)
+        score = (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp)  # y.any(): never 0 / 0
+        best = np.flatnonzero(score == score.max())
+        out.append(float(THRESHOLD_GRID[best[np.argmin(np.abs(THRESHOLD_GRID[best] - DEFAULT_THRESHOLD))]]))
+    return tuple(out)
+
+
+def compare(contract: Contract, ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
+    """How far `theirs` (the exported file's outputs) is from `ours` (PyTorch's), in the task's metric."""
+    if contract.task == "camvid":
+        same = ours == theirs
+        ious = [((ours == c) & (theirs == c)).sum() / union for c in range(len(contract.classes))
+                if (union := ((ours == c) | (theirs == c)).sum())]
+        return {"pixel_agreement": float(same.mean()), "mean_iou": float(np.mean(ious)),
+                "differing_pixels": int((~same).sum())}
+    if contract.task == "planet":
+        thresholds = np.asarray(contract.thresholds)
+        a, b = ours >= thresholds, theirs >= thresholds
+        tp, fp, fn = (a & b).sum(1), (b & ~a).sum(1), (a & ~b).sum(1)
+        b2 = FBETA**2
+        denominator = (1 + b2) * tp + b2 * fn + fp
+        fbeta = np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), 1.0)  # no tag in both: agree
+        # accuracy_thresh against PyTorch's decisions is exactly the tag agreement
+        return {"tag_agreement": float((a == b).mean()), "fbeta": float(fbeta.mean()),
+                "max_prob_diff": float(np.abs(ours - theirs).max())}
+    h, w = contract.input_size
+    px = np.abs(ours - theirs).reshape(-1, 2) * np.array([w / 2, h / 2])  # -1..1 spans w (h) pixels
+    return {"max_point_diff_px": float(px.max()), "mean_point_diff_px": float(px.mean())}
+
+
+def gate(contract: Contract, metrics: dict[str, float], *, title: str) -> dict:
+    """The parity table: printed, and returned with whether every bound in GATE holds."""
+    bounds = GATE[contract.task]
+    failed = [k for k, (op, bound) in bounds.items()
+              if not (metrics[k] >= bound if op == ">=" else metrics[k] <= bound)]
+    print(f"{title}\n  {'metric':<20} {'value':>12}  {'required':<11} result")
+    for key, value in metrics.items():
+        op, bound = bounds.get(key, ("", ""))
+        verdict = ("FAIL" if key in failed else "ok") if op else ""
+        print(f"  {key:<20} {value:>12.6g}  {f'{op} {bound}':<11} {verdict}".rstrip())
+    return {"metrics": metrics, "required": {k: f"{op} {b}" for k, (op, b) in bounds.items()},
+            "failed": failed, "passed": not failed}
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def export(learner, onnx_path, *, task: str | None = None, size: tuple[int, int] | None = None, data=None,
+           torch_program=None, opset: int = 17, images: int = 200) -> dict:
+    """Export `learner` (a path or a Learner, whose model loses its ToTensorBase layer) to
+    `onnx_path` through the parity gate; returns the report (contract metadata, parity tables).
+    Raises ModelError when the gate fails, and the file that failed is not written."""
+    if task is not None and task not in TASKS:
+        raise UsageError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    if opset not in OPSETS:
+        raise UsageError(f"--opset must be one of {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise UsageError(f"--size must be two positive integers H W, got {' '.join(map(str, size))}")
+    if images < 1:
+        raise UsageError(f"--images must be 1 or more, got {images}")
+    learn = learner if isinstance(learner, Learner) else load_learner(learner)
+    model = strip_retyping(learn.model)
+    contract = infer_contract(learn, task=task, size=size)
+    pixels, labels, source = validation_images(learn, contract, data=data, limit=images)
+    ours = run_torch(ContractWrapper(model, contract), pixels)
+    if labels is not None:
+        contract = dataclasses.replace(contract, thresholds=fit_thresholds(ours, labels))
+        print("thresholds (best F2 per tag on the validation images): "
+              + ", ".join(f"{c} {t:.2f}" for c, t in zip(contract.classes, contract.thresholds)))
+    report = {"contract": contract.to_metadata(), "images": source, "onnx": str(onnx_path)}
+    report["parity"] = _gated(
+        onnx_path, contract, pixels, ours, OrtBackend, f"onnxruntime vs PyTorch on {source}",
+        write=lambda path: export_onnx(model, contract, path, opset=opset))
+    if torch_program:
+        report["torch_program"] = str(torch_program)
+        report["torch_parity"] = _gated(
+            torch_program, contract, pixels, ours, TorchBackend, f"torch program vs PyTorch on {source}",
+            write=lambda path: save_program(ContractWrapper(model, contract), contract, path))
+    return report
+
+
+def _gated(path, contract: Contract, pixels, ours, backend, title: str, *, write) -> dict:
+    """Write the file beside `path`, run it with the runtime's `backend`, and move it into place
+    only if it agrees with PyTorch; returns the parity table."""
+    path = str(path)
+    root, ext = os.path.splitext(path)
+    partial = f"{root}.partial{ext}"  # torch.export.load wants the .pt2 ending
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot create its folder ({err.strerror})") from err
+    try:
+        try:
+            write(partial)
+        except EdgeError:
+            raise
+        except Exception as err:  # the exporter's contract checks and its own failures, untyped
+            raise ModelError(f"{path}: export failed ({_last_line(err)})") from err
+        loaded = backend(partial)
+        h, w = contract.input_size
+        if loaded.input_shape[1:] != [h, w, 3]:
+            raise ModelError(f"{path}: the exported graph takes {loaded.input_shape}, not the contract's "
+                             f"(N, {h}, {w}, 3); this is a bug in edge-export")
+        table = gate(contract, compare(contract, ours, run_batched(loaded.run, pixels)), title=f"parity: {title}")
+        if not table["passed"]:
+            raise ModelError(f"{path}: the exported model disagrees with PyTorch ({', '.join(table['failed'])} "
+                             f"beyond the gate), so it was not written")
+        os.replace(partial, path)
+        return table
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="exit codes: 0 ok, 2 usage, 3 input, 4 model (incl. a failed parity gate)")
+    p.add_argument("learner", metavar="LEARNER.pkl", help="a fastai learner file (learn.export())")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the contract ONNX file to write")
+    p.add_argument("--task", choices=TASKS, help="the learner's task (default: read from the learner)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input size (default: the learner's Resize)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder in the task's layout: its validation images gate "
+                                                 "the export (and fit planet's thresholds)")
+    p.add_argument("--torch-program", metavar="OUT.pt2", help="also write a fastai-free torch.export program")
+    p.add_argument("--opset", type=int, default=17,
+                   help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default 17)")
+    p.add_argument("--images", type=int, default=200, help="validation images to gate on (default 200)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        report = export(args.learner, args.onnx, task=args.task, size=args.size, data=args.data,
+                        torch_program=args.torch_program, opset=args.opset, images=args.images)
+    except EdgeError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"edge-export: error: {err}", file=sys.stderr)
+        return err.exit_code
+    written = [report["onnx"]] + ([report["torch_program"]] if args.torch_program else [])
+    print(f"wrote {' and '.join(written)} ({report['contract']['edge.task']}, "
+          f"input {report['contract']['edge.input_size']}, resize {report['contract']['edge.resize']})")
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
