@@ -160,7 +160,7 @@ def planet_dls(path, *, size=128, bs=16, seed=0, csv="train_v2.csv", folder="tra
             raise ValueError(f"vocab must be None or distinct non-empty tag names, e.g. PLANET_TAGS; got {vocab!r}")
     path = _need(Path(path), "the Planet folder", f"pass the folder holding {csv} and {folder}/")
     csv_file = _need(path / csv, "the labels CSV", "it needs the header image_name,tags")
-    images = _need(path / folder, "the images folder", f"put the tiles there as {{image_name}}.jpg")
+    images = _need(path / folder, "the images folder", "put the tiles there as {image_name}.jpg")
     try:
         df = pd.read_csv(csv_file, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -438,7 +438,7 @@ def _planet_tile(rng, s: int) -> tuple[np.ndarray, list[str]]:
     return img + rng.normal(0, 4, img.shape), sorted([weather, *land])
 
 
-def make_planet(path, *, n=120, size=64, seed=0) -> Path:
+def make_planet(path, *, n=400, size=64, seed=0) -> Path:
     """Aerial-like tiles in the Kaggle Planet layout: train-jpg/train_{i}.jpg and train_v2.csv. Each
     tile has one weather tag (clear, cloudy, haze, partly_cloudy) and land tags drawn where they are."""
     _count("n", n, 5)
@@ -478,7 +478,7 @@ def _ellipse(img, centre, axes, angle, colour) -> None:
                 angle, 0, 360, colour, -1, cv2.LINE_AA, 4)
 
 
-def make_biwi(path, *, subjects=3, frames=20, size=(240, 320), seed=0) -> Path:
+def make_biwi(path, *, subjects=4, frames=50, size=(240, 320), seed=0) -> Path:
     """Head-pose frames in BIWI's layout (real frames are 480x640; these default to half that):
     {subject}/frame_XXXXX_rgb.jpg, frame_XXXXX_pose.txt, rgb.cal. The face ellipse is centred on the
     head centre of pose.txt projected through the subject's rgb.cal, as biwi_center computes it."""

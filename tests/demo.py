@@ -1,10 +1,11 @@
-"""Write a demo clip and the three known-function contract models into a folder.
+"""Write demo clips and the three known-function contract models into a folder.
 
     python -m tests.demo DIR
 
 DIR/demo.mp4 is 6 s of 320x240 at 25 fps with a tone: a red block drifts right, a wide blue
 band covers the top from 2 to 3.5 s, the frame turns green from 4 s, and a white dot circles
 like a face.
+DIR/street.mp4 is 6 s of the synthetic street scenes the default camvid model learnt, panning.
 DIR/camvid.onnx, planet.onnx and biwi.onnx honour the model contract (see tests/makers_models.py
 for what each computes), so `edge-run` can be tried end to end without training anything.
 """
@@ -35,13 +36,28 @@ def frame(i: int) -> np.ndarray:
     return image
 
 
+def street(seconds: int = SECONDS, size=(192, 256)):
+    """Frames of the synthetic CamVid scenes the default camvid model was trained on: a new
+    scene each second, panned slowly across so it moves like a drive-by."""
+    from export.datasets import _street_image, _street_mask
+
+    h, w = size
+    for second in range(seconds):
+        rng = np.random.default_rng([7, second])
+        wide = np.clip(_street_image(rng, _street_mask(rng, h, 2 * w)), 0, 255).astype(np.uint8)
+        for i in range(FPS):
+            x = i * w // FPS
+            yield np.ascontiguousarray(wide[:, x : x + w])
+
+
 def write(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     make_clip(folder / "demo.mp4", (frame(i) for i in range(FPS * SECONDS)), fps=FPS, audio=True)
+    make_clip(folder / "street.mp4", street(), fps=FPS)
     makers_models.camvid(folder / "camvid.onnx", size=(120, 160))
     makers_models.planet(folder / "planet.onnx", size=(64, 64))
     makers_models.biwi(folder / "biwi.onnx", size=(120, 160))
-    print(f"wrote {folder}/demo.mp4 and {folder}/{{camvid,planet,biwi}}.onnx")
+    print(f"wrote {folder}/demo.mp4, {folder}/street.mp4 and {folder}/{{camvid,planet,biwi}}.onnx")
 
 
 if __name__ == "__main__":

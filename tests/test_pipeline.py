@@ -1,6 +1,5 @@
 import threading
 import time
-from dataclasses import dataclass
 
 import pytest
 

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ModelError, UsageError
 
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 DEVICES = ("cpu", "cuda")
@@ -25,6 +25,16 @@ class Backend(Protocol):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch through the model; returns its first output."""
+
+
+def check_file(path: str, kind: str) -> None:
+    """One-line ModelErrors for a model path that is missing, a folder or empty."""
+    if not os.path.exists(path):
+        raise ModelError(f"{path}: model file not found; check the path given to --model")
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: is a folder, not {kind}")
+    if os.path.getsize(path) == 0:
+        raise ModelError(f"{path}: model file is empty (0 bytes); export it again")
 
 
 def resolve(path: str, backend: str) -> str:

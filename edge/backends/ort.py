@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from ..errors import ModelError, UsageError
+from . import check_file
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
@@ -22,7 +23,7 @@ class OrtBackend:
     def __init__(self, path: str, *, device: str = "cpu", threads: int | None = None):
         import onnxruntime as ort
 
-        _check_file(path)
+        check_file(path, "an ONNX model file")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads or default_threads()
@@ -64,15 +65,6 @@ class OrtBackend:
             parts.append(self.session.run(None, {self.input_name: chunk})[0])
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return out[: len(batch)]
-
-
-def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise ModelError(f"{path}: model file not found; check the path given to --model")
-    if os.path.isdir(path):
-        raise ModelError(f"{path}: is a folder, not an ONNX model file")
-    if os.path.getsize(path) == 0:
-        raise ModelError(f"{path}: model file is empty (0 bytes); export it again")
 
 
 def _last_line(err: BaseException) -> str:

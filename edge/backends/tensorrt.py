@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import engine_cache, tensorrt_engine
 from ..errors import ModelError, UsageError
-from .ort import _check_file
+from . import check_file
 
 ONNX_TYPES = {np.dtype(np.uint8): "tensor(uint8)", np.dtype(np.float32): "tensor(float)",
               np.dtype(np.float16): "tensor(float16)"}
@@ -28,7 +28,7 @@ class TensorrtBackend:
                                        workspace_mb=workspace_mb, fp32_layers=fp32_layers)
         except ValueError as err:
             raise UsageError(f"--backend tensorrt: {err}") from None
-        _check_file(path)
+        check_file(path, "an ONNX model or TensorRT engine file")
         if str(path).lower().endswith(".onnx"):
             self.engine_path = str(engine_cache.get_or_build(
                 path, precision=precision, batch=batch, max_batch=max_batch, workspace_mb=workspace_mb,

@@ -9,11 +9,11 @@ and autocast then runs convolutions and matmuls in fp16 while keeping reductions
 
 import contextlib
 import json
-import os
 
 import numpy as np
 
 from ..errors import ModelError, UsageError
+from . import check_file
 from .ort import _last_line, default_threads
 
 CONTRACT_FILE = "edge.contract.json"
@@ -33,7 +33,7 @@ class TorchBackend:
         if device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda: torch has no CUDA here; install a CUDA build of torch "
                              "on a CUDA machine, or use --device cpu")
-        _check_file(path)
+        check_file(path, "a torch program file")
         extra = {CONTRACT_FILE: ""}
         try:
             program = torch.export.load(path, extra_files=extra)
@@ -78,12 +78,3 @@ def _user_input(program):
     name = program.graph_signature.user_inputs[0]
     node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name)
     return node.meta["val"]
-
-
-def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise ModelError(f"{path}: model file not found; check the path given to --model")
-    if os.path.isdir(path):
-        raise ModelError(f"{path}: is a folder, not a torch program file")
-    if os.path.getsize(path) == 0:
-        raise ModelError(f"{path}: model file is empty (0 bytes); export it again")
