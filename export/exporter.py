@@ -366,9 +366,9 @@ def compare(contract: Contract, ours: np.ndarray, theirs: np.ndarray) -> dict[st
     return {"max_point_diff_px": float(px.max()), "mean_point_diff_px": float(px.mean())}
 
 
-def gate(contract: Contract, metrics: dict[str, float], *, title: str) -> dict:
-    """The parity table: printed, and returned with whether every bound in GATE holds."""
-    bounds = GATE[contract.task]
+def gate(contract: Contract, metrics: dict[str, float], *, title: str, bounds: dict | None = None) -> dict:
+    """The parity table: printed, and returned with whether every bound (GATE's by default) holds."""
+    bounds = bounds or GATE[contract.task]
     failed = [k for k, (op, bound) in bounds.items()
               if not (metrics[k] >= bound if op == ">=" else metrics[k] <= bound)]
     print(f"{title}\n  {'metric':<20} {'value':>12}  {'required':<11} result")
@@ -383,7 +383,8 @@ def gate(contract: Contract, metrics: dict[str, float], *, title: str) -> dict:
 # --- the command -----------------------------------------------------------------------------
 
 def export(learner, onnx_path, *, task: str | None = None, size: tuple[int, int] | None = None, data=None,
-           torch_program=None, opset: int = 17, images: int = 200) -> dict:
+           torch_program=None, opset: int = 17, images: int = 200, trt: bool = False, fp16: bool = False,
+           batch: int = 8, fp32_layers=()) -> dict:
     """Export `learner` (a path or a Learner, whose model loses its ToTensorBase layer) to
     `onnx_path` through the parity gate; returns the report (contract metadata, parity tables).
     Raises ModelError when the gate fails, and the file that failed is not written."""
@@ -395,6 +396,8 @@ def export(learner, onnx_path, *, task: str | None = None, size: tuple[int, int]
         raise UsageError(f"--size must be two positive integers H W, got {' '.join(map(str, size))}")
     if images < 1:
         raise UsageError(f"--images must be 1 or more, got {images}")
+    if (fp16 or fp32_layers) and not trt:
+        raise UsageError("--fp16 and --fp32-layers shape the TensorRT engine; add --trt")
     learn = learner if isinstance(learner, Learner) else load_learner(learner)
     model = strip_retyping(learn.model)
     contract = infer_contract(learn, task=task, size=size)
@@ -413,7 +416,45 @@ def export(learner, onnx_path, *, task: str | None = None, size: tuple[int, int]
         report["torch_parity"] = _gated(
             torch_program, contract, pixels, ours, TorchBackend, f"torch program vs PyTorch on {source}",
             write=lambda path: save_program(ContractWrapper(model, contract), contract, path))
+    if trt:
+        report["engine"], report["engine_parity"] = export_engine(
+            onnx_path, contract, pixels, ours, fp16=fp16, batch=batch, fp32_layers=fp32_layers, source=source)
     return report
+
+
+# fp16 cannot match fp32 to the last bit: the bounds a deployment must keep (camvid pixels, planet
+# tags at the thresholds, biwi points).
+FP16_GATE = {
+    "camvid": {"pixel_agreement": (">=", 0.99)},
+    "planet": {"tag_agreement": (">=", 0.99)},
+    "biwi": {"max_point_diff_px": ("<=", 1.0)},
+}
+
+
+def export_engine(onnx_path, contract: Contract, pixels, ours, *, fp16: bool, batch: int, fp32_layers,
+                  source: str) -> tuple[str, dict]:
+    """A TensorRT engine built from the gated ONNX (through the engine cache, so `edge-run
+    --backend tensorrt` finds it too), copied beside it as OUT.engine + OUT.engine.json, and
+    gated itself. Layers that overflow in fp16 stay in fp32 with --fp32-layers."""
+    from edge import engine_cache, tensorrt_engine
+    from edge.backends.tensorrt import TensorrtBackend
+
+    precision = "fp16" if fp16 else "fp32"
+    cached = engine_cache.get_or_build(onnx_path, precision=precision, batch=batch, fp32_layers=fp32_layers,
+                                       build=tensorrt_engine.build_engine, info=tensorrt_engine.gpu_info)
+    engine = Path(onnx_path).with_suffix(".engine")
+    for src, dst in ((cached, engine), (engine_cache.sidecar_path(cached), engine_cache.sidecar_path(engine))):
+        engine_cache.atomic_write(dst, Path(src).read_bytes())
+    runner = TensorrtBackend(str(engine), precision=precision, batch=batch)
+    table = gate(contract, compare(contract, ours, run_batched(runner.run, pixels)),
+                 title=f"parity: TensorRT {precision} vs PyTorch on {source}",
+                 bounds=FP16_GATE[contract.task] if fp16 else None)
+    if not table["passed"]:
+        for path in (engine, engine_cache.sidecar_path(engine)):
+            path.unlink(missing_ok=True)
+        raise ModelError(f"{engine}: the {precision} engine disagrees with PyTorch ({', '.join(table['failed'])}); "
+                         "keep the layers that overflow in fp16 in fp32 with --fp32-layers PATTERN, or drop --fp16")
+    return str(engine), table
 
 
 def _gated(path, contract: Contract, pixels, ours, backend, title: str, *, write) -> dict:
@@ -464,6 +505,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17,
                    help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default 17)")
     p.add_argument("--images", type=int, default=200, help="validation images to gate on (default 200)")
+    p.add_argument("--trt", action="store_true", help="also build a TensorRT engine, OUT.engine + OUT.engine.json")
+    p.add_argument("--fp16", action="store_true", help="with --trt: an fp16 engine (gated at FP16_GATE)")
+    p.add_argument("--batch", type=int, default=8, help="with --trt: the batch the engine is tuned for (default 8)")
+    p.add_argument("--fp32-layers", nargs="+", default=(), metavar="PATTERN",
+                   help="with --trt --fp16: layers (name patterns) kept in fp32, for those that overflow in fp16")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -472,13 +518,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         report = export(args.learner, args.onnx, task=args.task, size=args.size, data=args.data,
-                        torch_program=args.torch_program, opset=args.opset, images=args.images)
+                        torch_program=args.torch_program, opset=args.opset, images=args.images, trt=args.trt,
+                        fp16=args.fp16, batch=args.batch, fp32_layers=tuple(args.fp32_layers))
     except EdgeError as err:
         if args.debug:
             traceback.print_exc()
         print(f"edge-export: error: {err}", file=sys.stderr)
         return err.exit_code
-    written = [report["onnx"]] + ([report["torch_program"]] if args.torch_program else [])
+    written = [report["onnx"]] + [report[k] for k in ("torch_program", "engine") if k in report]
     print(f"wrote {' and '.join(written)} ({report['contract']['edge.task']}, "
           f"input {report['contract']['edge.input_size']}, resize {report['contract']['edge.resize']})")
     return 0

@@ -336,3 +336,62 @@ def test_a_learner_in_memory_gates_on_its_own_validation_set(learners, tmp_path)
     report = exporter.export(learn, tmp_path / "p.onnx")
     assert report["images"] == f"{len(PLANET_COLOURS)} images from the learner's validation set"
     assert report["parity"]["passed"] and report["contract"]["edge.thresholds"] != json.dumps([0.2] * 3)
+
+
+class EngineStandIn:
+    """Runs the engine gate without a GPU: the ONNX beside the engine through onnxruntime,
+    optionally nudged the way an fp16 overflow would be."""
+
+    nudge = 0.0
+
+    def __init__(self, path, *, precision, batch):
+        from edge import engine_cache
+
+        assert engine_cache.read_sidecar(path)["precision"] == precision  # the sidecar came along
+        self.onnx = OrtBackend(str(Path(path).with_suffix(".onnx")))
+
+    def run(self, batch):
+        return self.onnx.run(batch) + self.nudge
+
+
+@pytest.fixture
+def fake_trt(monkeypatch, tmp_path):
+    from edge import tensorrt_engine
+    from tests import fake_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt)
+    monkeypatch.setenv("EDGE_ENGINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tensorrt_engine, "gpu_info", lambda: {
+        "trt_version": "10.3.0", "gpu_name": "NVIDIA GeForce RTX 3060", "compute_capability": "8.6"})
+    monkeypatch.setattr("edge.backends.tensorrt.TensorrtBackend", EngineStandIn)
+    return fake_tensorrt
+
+
+def test_trt_builds_a_plain_engine_with_its_sidecar_beside_the_onnx(learners, tmp_path, fake_trt, capsys):
+    out = tmp_path / "models" / "biwi.onnx"
+    assert exporter.main([str(learners["biwi"]), "--onnx", str(out), "--trt", "--fp16", "--batch", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "parity: TensorRT fp16 vs PyTorch" in printed
+    plan = json.loads((tmp_path / "models" / "biwi.engine").read_bytes())  # the fake's plan is JSON
+    assert "FP16" in plan["builder_flags"]
+    side = json.loads((tmp_path / "models" / "biwi.engine.json").read_text())
+    assert side["precision"] == "fp16" and side["profile"] == [1, 4, 4]
+    assert side["metadata"]["edge.task"] == "biwi" and side["onnx_sha256"]
+
+
+def test_an_engine_that_disagrees_is_removed_and_names_the_fp32_way_out(learners, tmp_path, fake_trt, capsys,
+                                                                        monkeypatch):
+    monkeypatch.setattr(EngineStandIn, "nudge", 0.5)  # half the [-1, 1] range: points far off
+    out = tmp_path / "biwi.onnx"
+    assert exporter.main([str(learners["biwi"]), "--onnx", str(out), "--trt", "--fp16"]) == 4
+    assert "--fp32-layers" in capsys.readouterr().err
+    assert out.exists() and not (tmp_path / "biwi.engine").exists() and not (tmp_path / "biwi.engine.json").exists()
+
+
+def test_trt_options_need_trt_and_tensorrt(learners, tmp_path, capsys, monkeypatch):
+    assert exporter.main([str(learners["biwi"]), "--onnx", str(tmp_path / "b.onnx"), "--fp16"]) == 2
+    assert "add --trt" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert exporter.main([str(learners["biwi"]), "--onnx", str(tmp_path / "b.onnx"), "--trt"]) == 2
+    [error] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert "TensorRT is not installed" in error
