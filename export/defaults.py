@@ -23,7 +23,7 @@ MODELS = Path(__file__).resolve().parents[1] / "edge" / "models"
 RECIPES = {
     "camvid": dict(size=(96, 128), epochs=6, unfrozen_epochs=6, bs=8, lr=1e-2, data=dict(n=120, size=(96, 128))),
     "planet": dict(size=(64, 64), epochs=8, unfrozen_epochs=4, bs=16, lr=1e-2, data=dict(n=300, size=64)),
-    "biwi": dict(size=(96, 128), epochs=8, unfrozen_epochs=4, bs=16, lr=3e-3, data=dict(subjects=5, frames=40)),
+    "biwi": dict(size=(96, 128), epochs=20, unfrozen_epochs=10, bs=16, lr=1e-2, data=dict(subjects=5, frames=50)),
 }
 SEED = 0
 

@@ -4,8 +4,8 @@
 
 camvid: `unet_learner` with accuracy that ignores Void; planet: `vision_learner` with sigmoid
 outputs, `accuracy_multi` at thresh 0.2 and F-beta (beta 2); biwi: point regression with MSE.
-Each runs `lr_find` (suggestion printed and plotted), `fit_one_cycle` frozen, then unfrozen with
-discriminative rates `slice(lo, hi)`; `--full-size` swaps larger data into the same learner and
+Each runs `lr_find` (suggestion printed and plotted), `fit_one_cycle` frozen (a pretrained body;
+from scratch every layer trains), then unfrozen with discriminative rates `slice(lo, hi)`; `--full-size` swaps larger data into the same learner and
 trains again (progressive resizing). `to_fp16()` when a GPU is present. Writes the learner
 (`TASK.pkl`, for `edge-export`) and a report: metrics per epoch, the untrained and final
 validation metrics, the loss curve and the lr_find plot.
@@ -146,9 +146,12 @@ def train(task: str, data, *, out, arch: str | None = None, pretrained: bool = T
         if stage_size != size:  # progressive resizing: the same learner, larger data
             log(f"progressive resizing: {size} -> {stage_size}")
             learn.dls = load_data(task, Path(data), stage_size, max(1, bs // 2), seed, augment)
-        learn.freeze()
+        # Freezing keeps pretrained features while the new head settles; a body trained from
+        # scratch has nothing to keep, so there every layer trains from the start.
+        if pretrained:
+            learn.freeze()
         learn.fit_one_cycle(epochs, lr)
-        history += _epochs(learn, f"{stage_size[0]}x{stage_size[1]} frozen")
+        history += _epochs(learn, f"{stage_size[0]}x{stage_size[1]} {'frozen' if pretrained else 'all layers'}")
         log(f"{history[-1]}")
         if unfrozen_epochs:
             lo, hi = UNFROZEN[task]

@@ -1,5 +1,6 @@
 """What a user sees when something is wrong: one line, a distinct exit code, nothing written."""
 
+import json
 import os
 import signal
 import subprocess
@@ -245,3 +246,16 @@ def test_runs_without_torch_or_fastai(tmp_path, models):
     proc = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "c" / "camvid" / "overlay.mp4").exists()
+
+
+def test_the_shipped_default_models_run_and_stay_small(tmp_path, capsys, clip, monkeypatch):
+    monkeypatch.delenv("EDGE_MODEL_DIR", raising=False)
+    shipped = ROOT / "edge" / "models"
+    for task in ("camvid", "planet", "biwi"):
+        assert (shipped / f"{task}.onnx").stat().st_size <= 10 * 2**20
+    code, _, err = edge_run(tmp_path, capsys, clip, "--task", "camvid,planet,biwi", "--out", tmp_path / "out")
+    assert code == 0, err
+    for task in ("camvid", "planet", "biwi"):
+        assert f"--task {task}: using the default model {shipped / (task + '.onnx')}" in err
+        record = json.loads((tmp_path / "out" / "clip" / task / "run.json").read_text())
+        assert record["model"]["producer"].startswith("edge-export") and record["frames"]["processed"] == 10

@@ -42,7 +42,7 @@ def test_progressive_resizing_swaps_in_larger_data(tmp_path):
     report = train.train("biwi", data, out=tmp_path / "out", arch="xresnet_tiny", pretrained=False, size=(32, 48),
                          full_size=(48, 64), epochs=1, unfrozen_epochs=0, lr=1e-2, lr_find_steps=20,
                          log=lambda *_: None)
-    assert [e["stage"] for e in report["epochs"]] == ["32x48 frozen", "48x64 frozen"]
+    assert [e["stage"] for e in report["epochs"]] == ["32x48 all layers", "48x64 all layers"]
 
 
 def test_missing_pretrained_weights_and_data_are_one_line_errors(tmp_path, capsys, monkeypatch):
