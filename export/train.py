@@ -123,6 +123,7 @@ def train(task: str, data, *, out, arch: str | None = None, pretrained: bool = T
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     learn = make_learner(task, dls, arch, pretrained)
+    learn.path = out  # lr_find's scratch weights go under out/models, not the working directory
     if not sys.stderr.isatty():  # fastprogress redraws its bars as text otherwise
         learn.remove_cb(ProgressCallback)
     if torch.cuda.is_available():
