@@ -101,7 +101,11 @@ def load_data(task: str, data: Path, size, bs: int, seed: int, augment: bool):
     if task == "camvid":
         return datasets.camvid_dls(data, size=size, bs=bs, seed=seed, augment=augment)
     if task == "planet":
-        return datasets.planet_dls(data, size=size, bs=bs, seed=seed, augment=augment)
+        # the Kaggle layout (train-jpg/, train_v2.csv), else fastai's Planet sample (train/, labels.csv)
+        kaggle = (data / "train_v2.csv").exists() or not (data / "labels.csv").exists()
+        return datasets.planet_dls(data, size=size, bs=bs, seed=seed, augment=augment,
+                                   csv="train_v2.csv" if kaggle else "labels.csv",
+                                   folder="train-jpg" if kaggle else "train")
     return datasets.biwi_dls(data, size=size, bs=bs, seed=seed, augment=augment)
 
 

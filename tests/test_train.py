@@ -56,3 +56,12 @@ def test_missing_pretrained_weights_and_data_are_one_line_errors(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert code == 3 and str(tmp_path / "nope") in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_planet_reads_fastais_sample_layout_too(tmp_path):
+    """fastai's Planet sample (what --download fetches) keeps its tiles in train/ and labels.csv."""
+    data = datasets.make_planet(tmp_path / "data", n=16, size=32)
+    (data / "train-jpg").rename(data / "train")
+    (data / "train_v2.csv").rename(data / "labels.csv")
+    dls = train.load_data("planet", data, (32, 32), 4, 0, False)
+    assert len(dls.train_ds) + len(dls.valid_ds) == 16
