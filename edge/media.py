@@ -6,7 +6,10 @@ FFmpeg's own log lines stay off: PyAV 18 installs a silent log callback by defau
 logging, which prints them. Corrupt packets are counted in `DecodeStats` instead.
 """
 
+import collections
 import contextlib
+import heapq
+import itertools
 import math
 import os
 import tempfile
@@ -32,6 +35,7 @@ MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
 TEXT_FORMATS = ("tty",)
 TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")
 MAX_CORRUPT_TIMES = 1000
+REORDER_FRAMES = 4  # how far a file's frame times may be shuffled and still come out right
 
 # Matrices cv2's I420 conversion implements (BT.601); "unspecified" is what FFmpeg assumes
 # for untagged video too, so only BT.709/BT.2020 or full-range frames need swscale.
@@ -441,32 +445,49 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Frame]
     with _open_input(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate
-        step = 1 / float(rate) if rate else 0.0
-        index, pts_s = 0, None
-        for packet in container.demux(stream):  # its last, empty packets flush the decoder
-            try:
-                decoded = packet.decode()
-            except av.FFmpegError:
-                known = packet.pts is not None
-                stats.add_corrupt(float(packet.pts * packet.time_base) if known else pts_s or 0.0)
+        for frame_index, (frame, pts_s) in enumerate(_in_time_order(_decoded(container, stream, stats))):
+            if frame.is_corrupt:
+                stats.add_corrupt(pts_s)
+            if start_s is not None and pts_s < start_s:
                 continue
-            for frame in decoded:
-                if frame.pts is not None:
-                    pts_s = float(frame.time)
-                else:
-                    pts_s = pts_s + step if pts_s is not None else 0.0
-                frame_index, index = index, index + 1
-                stats.decoded += 1
-                if frame.is_corrupt:
-                    stats.add_corrupt(pts_s)
-                if start_s is not None and pts_s < start_s:
-                    continue
-                if end_s is not None and pts_s >= end_s:
-                    return
-                selected = select(pts_s)
-                image = _rgb(frame) if selected or pixels == "all" else None
-                yield Frame(frame_index, pts_s, image, selected)
+            if end_s is not None and pts_s >= end_s:
+                return
+            selected = select(pts_s)
+            image = _rgb(frame) if selected or pixels == "all" else None
+            yield Frame(frame_index, pts_s, image, selected)
+
+
+def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Frames in the decoder's output order with their own times; corrupt packets skipped."""
+    rate = stream.average_rate or stream.guessed_rate
+    step = 1 / float(rate) if rate else 0.0
+    pts_s = None
+    for packet in container.demux(stream):  # its last, empty packets flush the decoder
+        try:
+            decoded = packet.decode()
+        except av.FFmpegError:
+            known = packet.pts is not None
+            stats.add_corrupt(float(packet.pts * packet.time_base) if known else pts_s or 0.0)
+            continue
+        for frame in decoded:
+            pts_s = float(frame.time) if frame.pts is not None else (pts_s + step if pts_s is not None else 0.0)
+            stats.decoded += 1
+            yield frame, pts_s
+
+
+def _in_time_order(timed: Iterator[tuple[av.VideoFrame, float]]) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Decoders output frames in display order, but some files carry their times shuffled (AVI
+    with packed B-frames, as DivX wrote them, reads 1, 2, 3, 5, 4, 6, …). Holding a few frames
+    and handing out the smallest pending time gives each frame its own; a time that still does
+    not increase (a duplicate) is nudged a microsecond past the previous one."""
+    pending, times, last = collections.deque(), [], -math.inf
+    for frame, t in itertools.chain(timed, [(None, None)]):
+        if frame is not None:
+            pending.append(frame)
+            heapq.heappush(times, t)
+        while pending and (frame is None or len(pending) > REORDER_FRAMES):
+            last = max(heapq.heappop(times), last + 1e-6)
+            yield pending.popleft(), last
 
 
 def _opencv_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Frame]:

@@ -399,3 +399,17 @@ def test_write_rejects_a_wrong_image(tmp_path):
         with VideoWriter(tmp_path / "out.mp4", width=64, height=48, time_base=Fraction(1, 25)) as writer:
             writer.write(np.zeros((48, 64, 3), np.float32), 0.0)
     assert os.listdir(tmp_path) == []
+
+
+def test_shuffled_frame_times_come_out_in_order_and_strictly_increasing():
+    """AVI with packed B-frames (DivX) hands the decoder's display-ordered frames times in the
+    order 1, 2, 3, 5, 4, …; each frame must get its own, and duplicates must still increase."""
+    from edge.media import _in_time_order
+
+    shuffled = [0.04, 0.08, 0.12, 0.2, 0.16, 0.24, 0.32, 0.28, 0.36, 0.36]
+    frames = [object() for _ in shuffled]
+    out = list(_in_time_order(zip(frames, shuffled)))
+    assert [f for f, _ in out] == frames  # display order is kept
+    times = [t for _, t in out]
+    assert times[:9] == [0.04, 0.08, 0.12, 0.16, 0.2, 0.24, 0.28, 0.32, 0.36]
+    assert times[9] == pytest.approx(0.36 + 1e-6)
