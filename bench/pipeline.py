@@ -120,7 +120,16 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="bench/results")
     args = p.parse_args(argv)
 
-    work = tempfile.mkdtemp(prefix="edge-bench-")
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as work:
+        report = measure(args, argv, work)
+    os.makedirs(args.out, exist_ok=True)
+    text = markdown(report)
+    Path(args.out, "pipeline.json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out, "pipeline.md").write_text(text)
+    print(text)
+
+
+def measure(args, argv, work: str) -> dict:
     frames = list(itertools.islice(media.read_frames(args.video), args.frames))
     images = [f.image for f in frames]
     end_s = frames[-1].pts_s + 1e-3
@@ -163,14 +172,10 @@ def main(argv=None) -> None:
                   "growth": round(long_mb / short_mb - 1, 4)}
         print(json.dumps(memory), flush=True)
 
-    report = {"video": os.path.basename(args.video), "machine": machine(),
-              "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python -m bench.pipeline " + " ".join(argv or sys.argv[1:]),
-              "models": rows, "memory": memory}
-    os.makedirs(args.out, exist_ok=True)
-    Path(args.out, "pipeline.json").write_text(json.dumps(report, indent=2) + "\n")
-    Path(args.out, "pipeline.md").write_text(markdown(report))
-    print(markdown(report))
+    return {"video": os.path.basename(args.video), "machine": machine(),
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": "python -m bench.pipeline " + " ".join(argv or sys.argv[1:]),
+            "models": rows, "memory": memory}
 
 
 def markdown(report: dict) -> str:

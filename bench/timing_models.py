@@ -25,32 +25,11 @@ import torch
 from fastai.vision.all import create_unet_model, create_vision_model, imagenet_stats, resnet34, resnet50
 
 from edge.backends.ort import OrtBackend
-from edge.model import Contract
+from edge.model import TASKS, Contract
+from export.datasets import CAMVID_PALETTE, PLANET_TAGS
 from export.onnx_export import export_onnx
 
 PRODUCER = "edge-bench-timing (untrained)"
-
-# CamVid's 32 codes (codes.txt order) and their colours from the dataset's label_colors.txt.
-CAMVID = (
-    ("Animal", (64, 128, 64)), ("Archway", (192, 0, 128)), ("Bicyclist", (0, 128, 192)),
-    ("Bridge", (0, 128, 64)), ("Building", (128, 0, 0)), ("Car", (64, 0, 128)),
-    ("CartLuggagePram", (64, 0, 192)), ("Child", (192, 128, 64)), ("Column_Pole", (192, 192, 128)),
-    ("Fence", (64, 64, 128)), ("LaneMkgsDriv", (128, 0, 192)), ("LaneMkgsNonDriv", (192, 0, 64)),
-    ("Misc_Text", (128, 128, 64)), ("MotorcycleScooter", (192, 0, 192)), ("OtherMoving", (128, 64, 64)),
-    ("ParkingBlock", (64, 192, 128)), ("Pedestrian", (64, 64, 0)), ("Road", (128, 64, 128)),
-    ("RoadShoulder", (128, 128, 192)), ("Sidewalk", (0, 0, 192)), ("SignSymbol", (192, 128, 128)),
-    ("Sky", (128, 128, 128)), ("SUVPickupTruck", (64, 128, 192)), ("TrafficCone", (0, 0, 64)),
-    ("TrafficLight", (0, 64, 64)), ("Train", (192, 64, 128)), ("Tree", (128, 128, 0)),
-    ("Truck_Bus", (192, 128, 192)), ("Tunnel", (64, 0, 64)), ("VegetationMisc", (192, 192, 0)),
-    ("Void", (0, 0, 0)), ("Wall", (64, 192, 0)),
-)
-PLANET_TAGS = (
-    "agriculture", "artisinal_mine", "bare_ground", "blooming", "blow_down", "clear", "cloudy",
-    "conventional_mine", "cultivation", "habitation", "haze", "partly_cloudy", "primary", "road",
-    "selective_logging", "slash_burn", "water",
-)
-TASKS = ("camvid", "planet", "biwi")
-
 
 def lesson_model(task: str) -> tuple[torch.nn.Module, Contract]:
     """The untrained model and its contract; the models are what unet_learner and
@@ -60,9 +39,9 @@ def lesson_model(task: str) -> tuple[torch.nn.Module, Contract]:
                   producer_version=f"fastai {fastai.__version__}")
     if task == "camvid":
         size = (360, 480)
-        model = create_unet_model(resnet34, len(CAMVID), size, pretrained=False)
+        model = create_unet_model(resnet34, len(CAMVID_PALETTE), size, pretrained=False)
         return model, Contract(task="camvid", input_size=size, output="class_ids", resize="squish",
-                               classes=tuple(c for c, _ in CAMVID), palette=tuple(p for _, p in CAMVID), **common)
+                               classes=tuple(CAMVID_PALETTE), palette=tuple(CAMVID_PALETTE.values()), **common)
     if task == "planet":
         model = create_vision_model(resnet50, len(PLANET_TAGS), pretrained=False)
         return model, Contract(task="planet", input_size=(256, 256), output="probabilities", resize="crop",

@@ -6,7 +6,7 @@ import sys
 import traceback
 
 from . import __version__, tasks
-from .errors import EdgeError, UsageError
+from .errors import EdgeError
 from .model import TASKS
 from .runner import run
 
@@ -77,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> list[dict]:
     task_names = [t.strip() for t in args.task.split(",") if t.strip()]
-    if not args.model and not task_names:
-        raise UsageError("give --model FILE.onnx or --task " + "|".join(TASKS))
     options = tasks.Options(alpha=args.alpha, threshold=args.threshold, min_duration_s=args.min_duration,
                             save_masks=args.save_masks, preset=args.preset)
     with _progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import ModelError, OutputError
+from .errors import ModelError, OutputError, last_line
 from .model import file_sha256, parse
 
 CACHE_ENV = "EDGE_ENGINE_CACHE"
@@ -179,8 +179,7 @@ def read_onnx_metadata(onnx_path) -> dict[str, str]:
     try:
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises untyped errors for every kind of bad file
-        detail = (str(err).strip().splitlines() or [type(err).__name__])[-1][:200]
-        raise ModelError(f"{onnx_path}: not a valid ONNX model ({detail}); export it again") from err
+        raise ModelError(f"{onnx_path}: not a valid ONNX model ({last_line(err)}); export it again") from err
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

@@ -5,6 +5,12 @@ so `except OSError` around an input still works.
 """
 
 
+def last_line(err: BaseException) -> str:
+    """The telling part of a foreign library's error (onnxruntime, fastai), for a one-line message."""
+    lines = str(err).strip().splitlines()
+    return lines[-1][:200] if lines else type(err).__name__
+
+
 class EdgeError(Exception):
     """Base of every error edge raises on purpose; `str(err)` is the line the user sees."""
 

@@ -190,7 +190,7 @@ class VideoWriter:
         start_s: float = 0.0,
         end_s: float | None = None,
         crf: int = 20,
-        preset: str = "veryfast",
+        preset: str = "ultrafast",
     ):
         for name, value in (("width", width), ("height", height)):
             if not isinstance(value, int) or value < 1:

@@ -214,7 +214,9 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
         expected = expected_frames(info, start_s, end_s)
         pipeline.wait(on_tick=(lambda: progress(counts["written"], expected)) if progress else (lambda: None))
         if counts["written"] == 0:
-            raise InputError(f"{info.path}: no frames to process between --start and --end; check the times")
+            if start_s is not None or end_s is not None:
+                raise InputError(f"{info.path}: no frames to process between --start and --end; check the times")
+            raise InputError(f"{info.path}: no frame could be decoded; the file is damaged, or try --decoder pyav")
         elapsed = time.perf_counter() - wall
         summary = {
             "input": os.path.abspath(info.path),

@@ -24,13 +24,8 @@ from fastai.vision.all import (
 from PIL import Image
 
 from edge.errors import InputError
+from edge.model import TASKS
 
-CAMVID_CODES = (
-    "Animal", "Archway", "Bicyclist", "Bridge", "Building", "Car", "CartLuggagePram", "Child", "Column_Pole",
-    "Fence", "LaneMkgsDriv", "LaneMkgsNonDriv", "Misc_Text", "MotorcycleScooter", "OtherMoving", "ParkingBlock",
-    "Pedestrian", "Road", "RoadShoulder", "Sidewalk", "SignSymbol", "Sky", "SUVPickupTruck", "TrafficCone",
-    "TrafficLight", "Train", "Tree", "Truck_Bus", "Tunnel", "VegetationMisc", "Void", "Wall",
-)
 # CamVid's label_colors.txt, keyed by code (in codes.txt order) so a dataset with other codes can look them up.
 CAMVID_PALETTE = {
     "Animal": (64, 128, 64), "Archway": (192, 0, 128), "Bicyclist": (0, 128, 192), "Bridge": (0, 128, 64),
@@ -43,13 +38,13 @@ CAMVID_PALETTE = {
     "Tree": (128, 128, 0), "Truck_Bus": (192, 128, 192), "Tunnel": (64, 0, 64), "VegetationMisc": (192, 192, 0),
     "Void": (0, 0, 0), "Wall": (64, 192, 0),
 }
+CAMVID_CODES = tuple(CAMVID_PALETTE)
 PLANET_TAGS = (
     "agriculture", "artisinal_mine", "bare_ground", "blooming", "blow_down", "clear", "cloudy", "conventional_mine",
     "cultivation", "habitation", "haze", "partly_cloudy", "primary", "road", "selective_logging", "slash_burn",
     "water",
 )
 PLANET_WEATHER = ("clear", "cloudy", "haze", "partly_cloudy")  # exactly one per image in the real data
-TASKS = ("camvid", "planet", "biwi")
 
 
 # ---------------------------------------------------------------------------------------------- options

@@ -39,9 +39,9 @@ from fastai.vision.data import AddMaskCodes
 from fastai.vision.models.unet import DynamicUnet
 
 from edge import __version__
-from edge.backends.ort import OrtBackend, _last_line
+from edge.backends.ort import OrtBackend
 from edge.backends.torch_backend import TorchBackend
-from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageError
+from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageError, last_line
 from edge.geometry import Preprocessor
 from edge.model import TASKS, Contract
 from export import datasets
@@ -121,7 +121,7 @@ def load_learner(path) -> Learner:
             warnings.simplefilter("ignore")
             learn = fastai_load_learner(path, cpu=True, pickle_module=_lenient_pickle(missing))
     except Exception as err:  # torch.load and pickle raise untyped errors for a file that is not a learner
-        raise ModelError(f"{path}: not a fastai learner ({_last_line(err)}); write one with learn.export()") from err
+        raise ModelError(f"{path}: not a fastai learner ({last_line(err)}); write one with learn.export()") from err
     if isinstance(learn.model, Missing):
         raise ModelError(f"{path}: the model's class {learn.model.where} is not importable here; make it "
                          f"importable (a class defined in a notebook: move it to a module) and run again")
@@ -302,7 +302,7 @@ def _data_valid(task: str, data, size):
     except EdgeError:
         raise
     except Exception as err:  # a folder in another layout fails anywhere inside fastai
-        raise InputError(f"{data}: cannot read it as a {task} dataset ({_last_line(err)})") from err
+        raise InputError(f"{data}: cannot read it as a {task} dataset ({last_line(err)})") from err
     return dls.valid_ds if len(dls.valid_ds) else dls.train_ds
 
 
@@ -311,8 +311,8 @@ def _read(ds, limit: int, data):
         return [ds[i] for i in range(min(limit, len(ds)))]
     except Exception as err:  # exported learners name files of another machine, or functions left behind
         if data is not None:
-            raise InputError(f"{data}: cannot read a validation item ({_last_line(err)})") from err
-        warn(f"the learner's validation items cannot be read ({_last_line(err)})")
+            raise InputError(f"{data}: cannot read a validation item ({last_line(err)})") from err
+        warn(f"the learner's validation items cannot be read ({last_line(err)})")
         return None
 
 
@@ -398,6 +398,13 @@ def export(learner, onnx_path, *, task: str | None = None, size: tuple[int, int]
         raise UsageError(f"--images must be 1 or more, got {images}")
     if (fp16 or fp32_layers) and not trt:
         raise UsageError("--fp16 and --fp32-layers shape the TensorRT engine; add --trt")
+    if trt:
+        from edge import engine_cache
+
+        try:  # before the ONNX is written, not after
+            engine_cache.build_options(precision="fp16" if fp16 else "fp32", batch=batch, fp32_layers=fp32_layers)
+        except ValueError as err:
+            raise UsageError(f"--trt: {err}") from None
     learn = learner if isinstance(learner, Learner) else load_learner(learner)
     model = strip_retyping(learn.model)
     contract = infer_contract(learn, task=task, size=size)
@@ -443,17 +450,15 @@ def export_engine(onnx_path, contract: Contract, pixels, ours, *, fp16: bool, ba
     cached = engine_cache.get_or_build(onnx_path, precision=precision, batch=batch, fp32_layers=fp32_layers,
                                        build=tensorrt_engine.build_engine, info=tensorrt_engine.gpu_info)
     engine = Path(onnx_path).with_suffix(".engine")
-    for src, dst in ((cached, engine), (engine_cache.sidecar_path(cached), engine_cache.sidecar_path(engine))):
-        engine_cache.atomic_write(dst, Path(src).read_bytes())
-    runner = TensorrtBackend(str(engine), precision=precision, batch=batch)
+    runner = TensorrtBackend(str(cached), precision=precision, batch=batch)
     table = gate(contract, compare(contract, ours, run_batched(runner.run, pixels)),
                  title=f"parity: TensorRT {precision} vs PyTorch on {source}",
                  bounds=FP16_GATE[contract.task] if fp16 else None)
     if not table["passed"]:
-        for path in (engine, engine_cache.sidecar_path(engine)):
-            path.unlink(missing_ok=True)
         raise ModelError(f"{engine}: the {precision} engine disagrees with PyTorch ({', '.join(table['failed'])}); "
                          "keep the layers that overflow in fp16 in fp32 with --fp32-layers PATTERN, or drop --fp16")
+    for src, dst in ((cached, engine), (engine_cache.sidecar_path(cached), engine_cache.sidecar_path(engine))):
+        engine_cache.atomic_write(dst, Path(src).read_bytes())
     return str(engine), table
 
 
@@ -473,7 +478,7 @@ def _gated(path, contract: Contract, pixels, ours, backend, title: str, *, write
         except EdgeError:
             raise
         except Exception as err:  # the exporter's contract checks and its own failures, untyped
-            raise ModelError(f"{path}: export failed ({_last_line(err)})") from err
+            raise ModelError(f"{path}: export failed ({last_line(err)})") from err
         loaded = backend(partial)
         h, w = contract.input_size
         if loaded.input_shape[1:] != [h, w, 3]:

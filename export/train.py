@@ -32,9 +32,10 @@ from fastai.vision.all import (  # noqa: E402
 )
 
 from edge.errors import EdgeError, UsageError  # noqa: E402
+from edge.model import TASKS  # noqa: E402
 from export import datasets  # noqa: E402
 
-TASKS = ("camvid", "planet", "biwi")
+
 DEFAULT_SIZE = {"camvid": (180, 240), "planet": (128, 128), "biwi": (120, 160)}
 DEFAULT_ARCH = {"camvid": "resnet34", "planet": "resnet50", "biwi": "resnet34"}
 # The lesson's discriminative rates after unfreezing, as fractions of the frozen rate.
@@ -118,6 +119,7 @@ def train(task: str, data, *, out, arch: str | None = None, pretrained: bool = T
     if epochs < 1 or unfrozen_epochs < 0 or bs < 1 or lr_find_steps < 10:
         raise UsageError("--epochs and --bs must be 1 or more, --unfrozen-epochs 0 or more, lr_find steps 10 or more")
     arch = arch or DEFAULT_ARCH[task]
+    arch_fn(arch)  # an unknown name is a usage error before anything else
     if pretrained:
         check_pretrained(arch)
     started = time.time()

@@ -339,16 +339,17 @@ def test_a_learner_in_memory_gates_on_its_own_validation_set(learners, tmp_path)
 
 
 class EngineStandIn:
-    """Runs the engine gate without a GPU: the ONNX beside the engine through onnxruntime,
-    optionally nudged the way an fp16 overflow would be."""
+    """Runs the engine gate without a GPU: the ONNX the engine was built from, through
+    onnxruntime, optionally nudged the way an fp16 overflow would be."""
 
     nudge = 0.0
 
     def __init__(self, path, *, precision, batch):
         from edge import engine_cache
 
-        assert engine_cache.read_sidecar(path)["precision"] == precision  # the sidecar came along
-        self.onnx = OrtBackend(str(Path(path).with_suffix(".onnx")))
+        side = engine_cache.read_sidecar(path)
+        assert side["precision"] == precision
+        self.onnx = OrtBackend(side["onnx"])
 
     def run(self, batch):
         return self.onnx.run(batch) + self.nudge
@@ -386,6 +387,12 @@ def test_an_engine_that_disagrees_is_removed_and_names_the_fp32_way_out(learners
     assert exporter.main([str(learners["biwi"]), "--onnx", str(out), "--trt", "--fp16"]) == 4
     assert "--fp32-layers" in capsys.readouterr().err
     assert out.exists() and not (tmp_path / "biwi.engine").exists() and not (tmp_path / "biwi.engine.json").exists()
+
+
+def test_bad_trt_options_are_refused_before_anything_is_written(learners, tmp_path, capsys):
+    out = tmp_path / "biwi.onnx"
+    assert exporter.main([str(learners["biwi"]), "--onnx", str(out), "--trt", "--fp32-layers", "conv"]) == 2
+    assert "--trt:" in capsys.readouterr().err and not out.exists()
 
 
 def test_trt_options_need_trt_and_tensorrt(learners, tmp_path, capsys, monkeypatch):

@@ -108,8 +108,10 @@ def test_files_that_are_not_programs_are_refused_in_one_line(files, tmp_path):
 
 
 def test_devices_are_checked_up_front(files):
+    from edge import backends
+
     with pytest.raises(UsageError, match="allowed: cpu, cuda"):
-        TorchBackend(files["planet"][1], device="tpu")
+        backends.load(files["planet"][1], backend="torch", device="tpu")
     if torch.cuda.is_available():
         return
     with pytest.raises(UsageError, match="--device cuda: torch has no CUDA here"):

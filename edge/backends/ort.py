@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ..errors import ModelError, UsageError
+from ..errors import ModelError, UsageError, last_line
 from . import check_file
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -42,7 +42,7 @@ class OrtBackend:
         try:
             self.session = ort.InferenceSession(path, options, providers=providers)
         except Exception as err:  # onnxruntime raises untyped errors for every kind of bad file
-            raise ModelError(f"{path}: not a valid ONNX model ({_last_line(err)}); export it again") from err
+            raise ModelError(f"{path}: not a valid ONNX model ({last_line(err)}); export it again") from err
         used = self.session.get_providers()[0]
         self.device = "cpu" if used == "CPUExecutionProvider" else f"cuda ({used})"
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -65,8 +65,3 @@ class OrtBackend:
             parts.append(self.session.run(None, {self.input_name: chunk})[0])
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return out[: len(batch)]
-
-
-def _last_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[-1][:200] if lines else type(err).__name__

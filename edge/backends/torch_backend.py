@@ -12,12 +12,11 @@ import json
 
 import numpy as np
 
-from ..errors import ModelError, UsageError
+from ..errors import ModelError, UsageError, last_line
 from . import check_file
-from .ort import _last_line, default_threads
+from .ort import default_threads
 
 CONTRACT_FILE = "edge.contract.json"
-DEVICES = ("cpu", "cuda")
 # onnxruntime's spelling of input types, which the runner checks against the contract.
 INPUT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)", "float16": "tensor(float16)"}
 
@@ -28,8 +27,6 @@ class TorchBackend:
     def __init__(self, path: str, *, device: str = "cpu", threads: int | None = None):
         import torch
 
-        if device not in DEVICES:
-            raise UsageError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
         if device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda: torch has no CUDA here; install a CUDA build of torch "
                              "on a CUDA machine, or use --device cpu")
@@ -38,7 +35,7 @@ class TorchBackend:
         try:
             program = torch.export.load(path, extra_files=extra)
         except Exception as err:  # a zip that is not a program, or not a zip at all
-            raise ModelError(f"{path}: not a torch program ({_last_line(err)}); "
+            raise ModelError(f"{path}: not a torch program ({last_line(err)}); "
                              f"write one with edge-export --torch-program") from err
         try:
             self.metadata = {str(k): str(v) for k, v in json.loads(extra[CONTRACT_FILE]).items()}
