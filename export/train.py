@@ -129,7 +129,7 @@ def train(task: str, data, *, out, arch: str | None = None, pretrained: bool = T
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     learn = make_learner(task, dls, arch, pretrained)
-    learn.path = out  # lr_find's scratch weights go under out/models, not the working directory
+    learn.path, learn.model_dir = out, "."  # lr_find's scratch weights: a temporary folder in out
     if not sys.stderr.isatty():  # fastprogress redraws its bars as text otherwise
         learn.remove_cb(ProgressCallback)
     if torch.cuda.is_available():
@@ -148,7 +148,7 @@ def train(task: str, data, *, out, arch: str | None = None, pretrained: bool = T
     lr = lr or valley
     log(f"lr_find suggests {valley if valley is None else f'{valley:.2e}'}; training at {lr:.2e}")
 
-    history = []
+    history, curve = [], {"train": [], "valid": []}  # the loss curve across every fit
     for stage_size in [size] + ([tuple(full_size)] if full_size else []):
         if stage_size != size:  # progressive resizing: the same learner, larger data
             log(f"progressive resizing: {size} -> {stage_size}")
@@ -158,31 +158,49 @@ def train(task: str, data, *, out, arch: str | None = None, pretrained: bool = T
         if pretrained:
             learn.freeze()
         learn.fit_one_cycle(epochs, lr)
+        _extend(curve, learn)
         history += _epochs(learn, f"{stage_size[0]}x{stage_size[1]} {'frozen' if pretrained else 'all layers'}")
         log(f"{history[-1]}")
         if unfrozen_epochs:
             lo, hi = UNFROZEN[task]
             learn.unfreeze()
             learn.fit_one_cycle(unfrozen_epochs, slice(lr * lo, lr * hi))
+            _extend(curve, learn)
             history += _epochs(learn, f"{stage_size[0]}x{stage_size[1]} unfrozen")
             log(f"{history[-1]}")
 
     final = dict(zip(_metric_names(learn), [float(v) for v in learn.validate()]))
     log(f"final: {_fmt(final)}")
-    learn.recorder.plot_loss()
-    plt.gcf().savefig(out / f"{task}_loss.png", dpi=80)
-    plt.close("all")
+    _plot_curve(curve, out / f"{task}_loss.png", title=f"{task}: loss per step")
     learner_path = out / f"{task}.pkl"
     learn.export(learner_path.resolve())
     report = {
         "task": task, "arch": arch, "pretrained": pretrained, "data": str(data), "size": list(size),
         "full_size": list(full_size) if full_size else None, "bs": bs, "lr": lr, "seed": seed,
-        "lr_find_valley": valley, "untrained": baseline, "final": final, "epochs": history,
+        "lr_find_valley": valley, "steps": len(curve["train"]), "untrained": baseline, "final": final, "epochs": history,
         "learner": str(learner_path), "seconds": round(time.time() - started, 1),
         "fp16": torch.cuda.is_available(),
     }
     (out / f"{task}_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _extend(curve: dict, learn) -> None:
+    """Append the last fit's losses; fastai's recorder only keeps the latest fit."""
+    offset = len(curve["train"])
+    curve["train"] += [float(v) for v in learn.recorder.losses]
+    curve["valid"] += [(offset + i, float(v[1])) for i, v in zip(learn.recorder.iters, learn.recorder.values)]
+
+
+def _plot_curve(curve: dict, path: Path, *, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(curve["train"], label="train")
+    if curve["valid"]:
+        ax.plot(*zip(*curve["valid"]), "o-", label="valid")
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.legend()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def _metric_names(learn) -> list[str]:

@@ -31,6 +31,7 @@ def test_recipe_beats_the_untrained_model_and_writes_its_report(tmp_path, task):
     else:
         assert after > before + 0.2
     assert len(report["epochs"]) == options["epochs"] + options["unfrozen_epochs"]
+    assert report["steps"] >= len(report["epochs"])  # the loss curve spans every fit
     assert report["epochs"][-1]["stage"].endswith("unfrozen")
     for name in (f"{task}.pkl", f"{task}_report.json", f"{task}_loss.png", f"{task}_lr_find.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
