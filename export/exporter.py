@@ -45,7 +45,7 @@ from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageErr
 from edge.geometry import Preprocessor
 from edge.model import TASKS, Contract
 from export import datasets
-from export.onnx_export import OPSETS, ContractWrapper, export_onnx
+from export.onnx_export import FBETA, OPSETS, ContractWrapper, compare, export_onnx
 from export.torch_program import save_program
 
 # The parity gate: onnxruntime against PyTorch on the same images, in the units the runtime
@@ -57,7 +57,6 @@ GATE = {
 }
 DEFAULT_THRESHOLD = 0.2  # the lesson's accuracy_thresh
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
-FBETA = 2  # the lesson's fbeta / FBetaMulti: recall weighs more than precision
 RANDOM_IMAGES = 8  # the gate's input when there is no validation image at all
 BATCH = 8
 
@@ -341,29 +340,6 @@ def fit_thresholds(probs: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
         best = np.flatnonzero(score == score.max())
         out.append(float(THRESHOLD_GRID[best[np.argmin(np.abs(THRESHOLD_GRID[best] - DEFAULT_THRESHOLD))]]))
     return tuple(out)
-
-
-def compare(contract: Contract, ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
-    """How far `theirs` (the exported file's outputs) is from `ours` (PyTorch's), in the task's metric."""
-    if contract.task == "camvid":
-        same = ours == theirs
-        ious = [((ours == c) & (theirs == c)).sum() / union for c in range(len(contract.classes))
-                if (union := ((ours == c) | (theirs == c)).sum())]
-        return {"pixel_agreement": float(same.mean()), "mean_iou": float(np.mean(ious)),
-                "differing_pixels": int((~same).sum())}
-    if contract.task == "planet":
-        thresholds = np.asarray(contract.thresholds)
-        a, b = ours >= thresholds, theirs >= thresholds
-        tp, fp, fn = (a & b).sum(1), (b & ~a).sum(1), (a & ~b).sum(1)
-        b2 = FBETA**2
-        denominator = (1 + b2) * tp + b2 * fn + fp
-        fbeta = np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), 1.0)  # no tag in both: agree
-        # accuracy_thresh against PyTorch's decisions is exactly the tag agreement
-        return {"tag_agreement": float((a == b).mean()), "fbeta": float(fbeta.mean()),
-                "max_prob_diff": float(np.abs(ours - theirs).max())}
-    h, w = contract.input_size
-    px = np.abs(ours - theirs).reshape(-1, 2) * np.array([w / 2, h / 2])  # -1..1 spans w (h) pixels
-    return {"max_point_diff_px": float(px.max()), "mean_point_diff_px": float(px.mean())}
 
 
 def gate(contract: Contract, metrics: dict[str, float], *, title: str, bounds: dict | None = None) -> dict:

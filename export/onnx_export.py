@@ -129,9 +129,12 @@ def _check_shape(raw: torch.Tensor, contract: Contract) -> None:
                          f"({len(contract.classes)} classes, input {contract.input_size}) needs {expected}")
 
 
+FBETA = 2  # the lesson's fbeta / FBetaMulti: recall weighs more than precision
+
+
 def parity(model: torch.nn.Module, onnx_path, contract: Contract, *, images: np.ndarray) -> dict:
     """Run `images` (uint8 N, H, W, 3 RGB at the model's size) through torch and onnxruntime;
-    how far the two agree, in the units the runtime acts on."""
+    how far the two agree (`compare`), raw logits decoded first as the runtime does."""
     h, w = contract.input_size
     if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == (h, w, 3)):
         raise ValueError(f"images must be a uint8 array of shape (N, {h}, {w}, 3), got "
@@ -142,21 +145,29 @@ def parity(model: torch.nn.Module, onnx_path, contract: Contract, *, images: np.
     with torch.no_grad():
         ours = wrapper(torch.from_numpy(images).to(device)).cpu().numpy()
     theirs = OrtBackend(str(onnx_path)).run(images)
+    if not decode:
+        ours, theirs = ((x.argmax(1) if contract.task == "camvid" else 1 / (1 + np.exp(-x))) for x in (ours, theirs))
+    return compare(contract, ours, theirs)
+
+
+def compare(contract: Contract, ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
+    """How far `theirs` (the exported file's outputs) is from `ours` (PyTorch's), in the task's metric."""
     if contract.task == "camvid":
-        if not decode:
-            ours, theirs = ours.argmax(1), theirs.argmax(1)
-        return {"pixel_agreement": float((ours == theirs).mean())}
+        same = ours == theirs
+        ious = [((ours == c) & (theirs == c)).sum() / union for c in range(len(contract.classes))
+                if (union := ((ours == c) | (theirs == c)).sum())]
+        return {"pixel_agreement": float(same.mean()), "mean_iou": float(np.mean(ious)),
+                "differing_pixels": int((~same).sum())}
     if contract.task == "planet":
-        if not decode:
-            ours, theirs = _sigmoid(ours), _sigmoid(theirs)
         thresholds = np.asarray(contract.thresholds)
-        return {
-            "max_prob_diff": float(np.abs(ours - theirs).max()),
-            "tag_agreement": float(((ours >= thresholds) == (theirs >= thresholds)).mean()),
-        }
-    to_pixels = np.array([w, h]) / 2  # -1..1 spans the model's width (height): one unit is w/2 (h/2) pixels
-    return {"max_point_diff_px": float((np.abs(ours - theirs) * to_pixels).max())}
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-x))
+        a, b = ours >= thresholds, theirs >= thresholds
+        tp, fp, fn = (a & b).sum(1), (b & ~a).sum(1), (a & ~b).sum(1)
+        b2 = FBETA**2
+        denominator = (1 + b2) * tp + b2 * fn + fp
+        fbeta = np.where(denominator > 0, (1 + b2) * tp / np.maximum(denominator, 1), 1.0)  # no tag in both: agree
+        # accuracy_thresh against PyTorch's decisions is exactly the tag agreement
+        return {"tag_agreement": float((a == b).mean()), "fbeta": float(fbeta.mean()),
+                "max_prob_diff": float(np.abs(ours - theirs).max())}
+    h, w = contract.input_size
+    px = np.abs(ours - theirs).reshape(-1, 2) * np.array([w / 2, h / 2])  # -1..1 spans w (h) pixels
+    return {"max_point_diff_px": float(px.max()), "mean_point_diff_px": float(px.mean())}
