@@ -27,6 +27,13 @@ class Backend(Protocol):
         """Run one batch through the model; returns its first output."""
 
 
+def onnx_type(dtype_name: str) -> str:
+    """A dtype's name ("uint8", "float32") as onnxruntime spells input types, which the runner's
+    contract check compares against, whatever the backend."""
+    return {"uint8": "tensor(uint8)", "float32": "tensor(float)", "float16": "tensor(float16)"}.get(
+        dtype_name, f"tensor({dtype_name})")
+
+
 def check_file(path: str, kind: str) -> None:
     """One-line ModelErrors for a model path that is missing, a folder or empty."""
     if not os.path.exists(path):

@@ -8,10 +8,7 @@ import numpy as np
 
 from .. import engine_cache, tensorrt_engine
 from ..errors import ModelError, UsageError
-from . import check_file
-
-ONNX_TYPES = {np.dtype(np.uint8): "tensor(uint8)", np.dtype(np.float32): "tensor(float)",
-              np.dtype(np.float16): "tensor(float16)"}
+from . import check_file, onnx_type
 
 
 class TensorrtBackend:
@@ -49,7 +46,7 @@ class TensorrtBackend:
         self.device = f"cuda (TensorRT {self.precision})"
         _, self.default_batch, self.max_batch = side["profile"]
         self.input_shape = [d if d >= 0 else None for d in self.runner.input_shape]
-        self.input_type = ONNX_TYPES.get(self.runner.input_dtype, f"tensor({self.runner.input_dtype})")
+        self.input_type = onnx_type(np.dtype(self.runner.input_dtype).name)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         # Batches above the engine's max run in chunks; any size down to 1 fits its profile.

@@ -13,12 +13,11 @@ import json
 import numpy as np
 
 from ..errors import ModelError, UsageError, last_line
-from . import check_file
+from . import check_file, onnx_type
 from .ort import default_threads
 
 CONTRACT_FILE = "edge.contract.json"
 # onnxruntime's spelling of input types, which the runner checks against the contract.
-INPUT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)", "float16": "tensor(float16)"}
 
 
 class TorchBackend:
@@ -44,7 +43,7 @@ class TorchBackend:
                              f"export it again with edge-export --torch-program") from None
         pixels = _user_input(program)
         self.input_shape = [d if isinstance(d, int) else str(d) for d in pixels.shape]
-        self.input_type = INPUT_TYPES.get(str(pixels.dtype).removeprefix("torch."), str(pixels.dtype))
+        self.input_type = onnx_type(str(pixels.dtype).removeprefix("torch."))
         # intra-op threads are process-wide in torch, unlike an onnxruntime session's
         torch.set_num_threads(threads or default_threads())
         self._torch = torch
