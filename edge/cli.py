@@ -11,6 +11,9 @@ from .model import TASKS
 from .runner import run
 
 
+OPTION_DEFAULTS = tasks.Options()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edge-run",
@@ -36,12 +39,15 @@ def parser() -> argparse.ArgumentParser:
     pick.add_argument("--sample-fps", type=float, metavar="F", help="process F frames per second of video")
     p.add_argument("--start", type=float, metavar="SECONDS", help="first time to process")
     p.add_argument("--end", type=float, metavar="SECONDS", help="time to stop at (exclusive)")
-    p.add_argument("--alpha", type=float, default=0.5, help="camvid overlay opacity, 0..1 (default 0.5)")
+    p.add_argument("--alpha", type=float, default=OPTION_DEFAULTS.alpha,
+                   help=f"camvid overlay opacity, 0..1 (default {OPTION_DEFAULTS.alpha})")
     p.add_argument("--threshold", type=float, help="planet: one threshold for every tag, instead of the model's")
-    p.add_argument("--min-duration", type=float, default=0.5, metavar="SECONDS",
-                   help="planet: shortest interval kept, and shortest gap that splits one (default 0.5)")
-    p.add_argument("--preset", default="ultrafast",
-                   help="x264 preset of overlay videos: ultrafast (default) spends least CPU, slower ones make smaller files")
+    p.add_argument("--min-duration", type=float, default=OPTION_DEFAULTS.min_duration_s, metavar="SECONDS",
+                   help="planet: shortest interval kept, and shortest gap that splits one "
+                        f"(default {OPTION_DEFAULTS.min_duration_s})")
+    p.add_argument("--preset", default=OPTION_DEFAULTS.preset,
+                   help=f"x264 preset of overlay videos (default {OPTION_DEFAULTS.preset}: the least CPU); "
+                        "slower ones make smaller files")
     p.add_argument("--save-masks", action="store_true", help="camvid: also write class-id masks as PNGs")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")

@@ -116,10 +116,10 @@ class TrackSink:
     def write(self, frame, point: Point | None) -> None:
         if not frame.selected or point is None:
             return
-        row = [f"{frame.pts_s:.6f}", frame.index, round(point.x, 2), round(point.y, 2),
-               round(point.x_smooth, 2), round(point.y_smooth, 2)]
-        self.csv.writerow(row)
-        item = json.dumps(dict(zip(("time_s", "frame", "x", "y", "x_smooth", "y_smooth"), [round(frame.pts_s, 6), *row[1:]])))
+        values = [round(frame.pts_s, 6), frame.index, round(point.x, 2), round(point.y, 2),
+                  round(point.x_smooth, 2), round(point.y_smooth, 2)]
+        self.csv.writerow([f"{frame.pts_s:.6f}", *values[1:]])  # the same time format as every CSV
+        item = json.dumps(dict(zip(("time_s", "frame", "x", "y", "x_smooth", "y_smooth"), values)))
         self.json_file.write(("\n" if self.first else ",\n") + item)
         self.first = False
 
