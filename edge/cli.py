@@ -33,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
                    help="auto (by file extension: .onnx onnxruntime, .pt2 torch, .engine tensorrt), onnxruntime, "
                         "torch or tensorrt (builds an fp16 engine from an .onnx once, into a cache)")
     p.add_argument("--device", help="cpu or cuda (default: cuda for --backend tensorrt, else cpu)")
+    p.add_argument("--precision", help="fp16 or fp32 (default: fp16 for tensorrt and torch on cuda, else fp32)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: fit to this machine)")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--stride", type=int, default=1, metavar="N", help="process every Nth frame")
@@ -88,7 +89,8 @@ def _run(args) -> list[dict]:
     with _progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:
         return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
                    decoder=args.decoder, stride=args.stride, sample_fps=args.sample_fps, start_s=args.start,
-                   end_s=args.end, backend=args.backend, device=args.device, threads=args.threads, options=options,
+                   end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
+                   precision=args.precision, options=options,
                    progress=progress, notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 

@@ -274,7 +274,9 @@ class VideoWriter:
         if self._last_pts >= 0:
             self._step = pts - self._last_pts
         self._last_pts = pts
-        yuv = cv2.cvtColor(np.pad(rgb, self._pad, mode="edge"), cv2.COLOR_RGB2YUV_I420)
+        if self._pad[0][1] or self._pad[1][1]:
+            rgb = np.pad(rgb, self._pad, mode="edge")
+        yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = pts
         frame.time_base = self._time_base

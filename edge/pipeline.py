@@ -28,6 +28,7 @@ class Stage:
     name: str
     fn: Callable[..., Iterator]
     busy_s: float = 0.0  # time inside the stage, queue waits excluded
+    cpu_s: float = 0.0  # CPU time of the stage's own thread (not of native pools it hands work to)
     items: int = 0
     last_frame: int | None = None  # index of the last frame the stage took in (or made)
     thread: threading.Thread | None = field(default=None, repr=False)
@@ -93,7 +94,7 @@ class Pipeline:
         self.stop.set()
 
     def _work(self, stage: Stage, inbox: queue.Queue | None, outbox: queue.Queue | None) -> None:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         waited = 0.0
 
         def take() -> Iterator:
@@ -125,6 +126,7 @@ class Pipeline:
             self._fail(stage, err)
         finally:
             stage.busy_s = time.perf_counter() - started - waited
+            stage.cpu_s = time.thread_time() - cpu_started
 
     def _get(self, inbox: queue.Queue):
         while True:

@@ -144,6 +144,9 @@ def test_default_models_come_from_the_model_folder(tmp_path, capsys, clip, monke
     (["--task", "pose"], "unknown task 'pose'"),
     (["--preset", "fastest"], "not an x264 preset; allowed: ultrafast"),
     (["--backend", "tpu"], "unknown backend 'tpu'; allowed: auto, onnxruntime, torch, tensorrt"),
+    (["--precision", "int8"], "unknown precision 'int8'; allowed: fp32, fp16"),
+    (["--precision", "fp16"], "onnxruntime runs the graph as exported (fp32)"),
+    (["--precision", "fp16", "--backend", "torch"], "fp16 needs the GPU"),
 ])
 def test_usage_errors_exit_2(tmp_path, capsys, clip, models, args, expected):
     code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--out", tmp_path / "out", *args)

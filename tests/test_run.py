@@ -180,6 +180,23 @@ def test_several_models_share_one_decode_and_json_summary(tmp_path, models, caps
     a = rows(tmp_path / "out" / "c" / "camvid-camvid" / "classes.csv")
     b = rows(tmp_path / "out" / "c" / "camvid-second" / "classes.csv")
     assert a == b  # class ids and logits agree
+    stages = {"decode", "preprocess", "infer", "postprocess", "sinks"}
+    assert set(summary["stage_cpu_s"]) == stages and all(v >= 0 for v in summary["stage_cpu_s"].values())
+    # stage threads are part of the process: their CPU cannot exceed the process's
+    assert sum(summary["stage_cpu_s"].values()) <= summary["seconds"]["cpu"] + 0.01
+
+
+def test_opencv_threads_are_off_during_a_cpu_run_and_restored_after(tmp_path, models, monkeypatch):
+    from edge import runner
+
+    seen = []
+    real = runner.Pipeline.start
+    monkeypatch.setattr(runner.Pipeline, "start", lambda self: (seen.append(cv2.getNumThreads()), real(self)))
+    before = cv2.getNumThreads()
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, [square(H, W, 10, 10)] * 3, fps=3)
+    assert run(clip, "--model", models.biwi(), "--out", tmp_path / "out", "--quiet") == 0
+    assert seen == [1] and cv2.getNumThreads() == before
 
 
 def test_fixed_batch_graph_gets_padded_chunks(tmp_path, models):

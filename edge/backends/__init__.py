@@ -14,6 +14,7 @@ from ..errors import ModelError, UsageError
 
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp16")
 BY_EXTENSION = {".pt2": "torch", ".engine": "tensorrt"}
 
 
@@ -53,20 +54,37 @@ def resolve(path: str, backend: str) -> str:
 
 
 def load(path: str, *, backend: str = "auto", device: str | None = None, threads: int | None = None,
-         batch: int | None = None) -> Backend:
-    """`device` None means the backend's own: cuda for TensorRT, cpu for the others."""
+         batch: int | None = None, precision: str | None = None) -> Backend:
+    """`device` None means the backend's own: cuda for TensorRT, cpu for the others; `precision`
+    None means the fastest the backend offers there: fp16 on the GPU, fp32 on the CPU."""
     name = resolve(path, backend)
     device = device or ("cuda" if name == "tensorrt" else "cpu")
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    precision = check_precision(name, device, precision)
     if name == "torch":
         from .torch_backend import TorchBackend
 
-        return TorchBackend(path, device=device, threads=threads)
+        return TorchBackend(path, device=device, threads=threads, precision=precision)
     if name == "tensorrt":
         from .tensorrt import TensorrtBackend
 
-        return TensorrtBackend(path, device=device, threads=threads, batch=batch or 8)
+        return TensorrtBackend(path, device=device, threads=threads, batch=batch or 8, precision=precision)
     from .ort import OrtBackend
 
     return OrtBackend(path, device=device, threads=threads)
+
+
+def check_precision(backend: str, device: str, precision: str | None) -> str:
+    """The precision `backend` will run at on `device`; UsageError for one it cannot."""
+    if precision is not None and precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    default = "fp16" if device == "cuda" and backend in ("torch", "tensorrt") else "fp32"
+    precision = precision or default
+    if precision == "fp16" and default != "fp16":
+        where = ("onnxruntime runs the graph as exported (fp32)" if backend == "onnxruntime"
+                 else "fp16 needs the GPU")
+        raise UsageError(f"--precision fp16 with --backend {backend} on {device}: {where}; use --backend tensorrt "
+                         f"or torch with --device cuda, or --precision fp32")
+    return precision
+

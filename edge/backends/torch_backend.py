@@ -4,7 +4,8 @@ The program holds the same graph as the ONNX file (uint8 NHWC in, the contract's
 the contract as the JSON extra file CONTRACT_FILE. torch is imported here only, so the runtime
 imports without it. On `--device cuda` the weights stay fp32 and the graph runs under fp16
 autocast: the uint8 input crosses to the GPU as uint8, the program's own cast makes it float,
-and autocast then runs convolutions and matmuls in fp16 while keeping reductions in fp32.
+and autocast then runs convolutions and matmuls in fp16 while keeping reductions in fp32
+(precision "fp32" runs it without autocast, to measure what fp16 gains).
 """
 
 import contextlib
@@ -23,7 +24,8 @@ CONTRACT_FILE = "edge.contract.json"
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, path: str, *, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: str, *, device: str = "cpu", threads: int | None = None,
+                 precision: str | None = None):
         import torch
 
         if device == "cuda" and not torch.cuda.is_available():
@@ -55,14 +57,14 @@ class TorchBackend:
             # moving the weights alone is not enough: this pass rewrites both.
             program = move_to_device_pass(program, device)
         self.module = program.module()
-        self.device = "cuda (fp16)" if device == "cuda" else "cpu"
+        self._fp16 = device == "cuda" and precision != "fp32"
+        self.device = f"cuda ({'fp16' if self._fp16 else 'fp32'})" if device == "cuda" else "cpu"
         self.default_batch = 8 if device == "cuda" else 4
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device)
-        cuda = self._device.type == "cuda"
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16) if self._fp16 else contextlib.nullcontext():
             out = self.module(x)
         if out.is_floating_point():
             out = out.float()  # fp16 out of autocast; the runtime decodes float32

@@ -1,0 +1,173 @@
+"""Timing primitives of edge-bench: timed repeats, their figures, GPU sampling, the machine.
+
+Every figure is the median of several timed repeats after untimed warm-ups, with the spread
+(slowest and fastest repeat) beside it: this machine is noisy, one run says little.
+CPU time is the whole process's (every thread: onnxruntime's pool, PyAV's decoder threads), so
+CPU use above 1 core means the work ran in parallel.
+"""
+
+import contextlib
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import numpy as np
+
+
+@dataclass
+class Sample:
+    """One timed repeat: how long it took, the CPU it used, the frames it handled, and the
+    latency of each call (one batch) where the work comes in calls."""
+
+    wall_s: float
+    cpu_s: float
+    frames: int
+    latencies_s: list[float] = field(default_factory=list)
+
+
+def timed(work, *, frames: int, repeats: int, warmup: int, warm=None) -> list[Sample]:
+    """Run `work()` repeats times after `warmup` runs of `warm()` (by default `work` itself);
+    `work` may return the latencies of its calls."""
+    for _ in range(warmup):
+        (warm or work)()
+    samples = []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        latencies = work() or []
+        samples.append(Sample(time.perf_counter() - wall, time.process_time() - cpu, frames, list(latencies)))
+    return samples
+
+
+def each_timed(items) -> tuple[list, list[float]]:
+    """Consume an iterator; return its items and the seconds each one took to come out."""
+    out, seconds = [], []
+    start = time.perf_counter()
+    for item in items:
+        now = time.perf_counter()
+        seconds.append(now - start)
+        out.append(item)
+        start = now
+    return out, seconds
+
+
+def figures(samples: list[Sample]) -> dict:
+    """frames/s (median, min, max), ms per frame, CPU ms per frame and cores used, latency p50/p95."""
+    rates = [s.frames / s.wall_s for s in samples]
+    fps = statistics.median(rates)
+    out = {
+        "fps": round(fps, 2),
+        "fps_min": round(min(rates), 2),
+        "fps_max": round(max(rates), 2),
+        "ms_per_frame": significant(1000 / fps),
+        "cpu_ms_per_frame": significant(statistics.median(1000 * s.cpu_s / s.frames for s in samples)),
+        "cpu_cores_used": round(statistics.median(s.cpu_s / s.wall_s for s in samples), 2),
+        "repeats": len(samples),
+    }
+    latencies = [x for s in samples for x in s.latencies_s]
+    if latencies:
+        out["latency_ms_p50"] = significant(float(np.percentile(latencies, 50)) * 1000)
+        out["latency_ms_p95"] = significant(float(np.percentile(latencies, 95)) * 1000)
+    return out
+
+
+def significant(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+class GpuSampler:
+    """GPU utilization and memory while a measurement runs, from `nvidia-smi -lms` in the
+    background (the driver's view: it sees every backend's allocations, not only torch's)."""
+
+    QUERY = ["--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
+
+    def __init__(self, *, enabled: bool, period_ms: int = 100):
+        self.command = shutil.which("nvidia-smi") if enabled else None
+        self.period_ms = period_ms
+        self.lines: list[str] = []
+
+    def __enter__(self):
+        if self.command:
+            self.process = subprocess.Popen([self.command, *self.QUERY, f"-lms={self.period_ms}"],
+                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+            self.reader.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.command:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            self.reader.join(timeout=5)
+
+    def figures(self) -> dict:
+        """Mean utilization and peak memory of the first GPU; {} without samples."""
+        return gpu_figures(self.lines)
+
+
+def gpu_figures(lines: list[str]) -> dict:
+    util, memory = [], []
+    for line in lines:
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            util.append(int(parts[0]))
+            memory.append(int(parts[1]))
+    if not util:
+        return {}
+    return {"gpu_util_pct": round(statistics.mean(util), 1), "gpu_memory_mb": max(memory), "gpu_samples": len(util)}
+
+
+def version(*distributions: str) -> str | None:
+    """The installed version of the first of `distributions` present, without importing it."""
+    for name in distributions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(name)
+    return None
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                   cpu)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {
+        "cpu": cpu, "cores": cores, "memory_gb": _memory_gb(), "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            "edge": version("edge"), "numpy": version("numpy"),
+            "onnxruntime": version("onnxruntime", "onnxruntime-gpu"), "torch": version("torch"),
+            "tensorrt": version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "av": version("av"),
+            "opencv": version("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
+            "fastai": version("fastai"),
+        },
+        "gpus": gpus(),
+    }
+    return info
+
+
+def gpus() -> list[dict]:
+    """Name, driver and memory of each NVIDIA GPU; [] where there is none (or no driver)."""
+    command = shutil.which("nvidia-smi")
+    if not command:
+        return []
+    try:
+        result = subprocess.run([command, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [[p.strip() for p in line.split(",")] for line in result.stdout.splitlines() if line.count(",") == 2]
+    return [{"name": name, "driver": driver, "memory": total} for name, driver, total in rows]
+
+
+def _memory_gb() -> float | None:
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+        return round(kb / 2**20, 1)
+    return None

@@ -1,0 +1,215 @@
+"""edge-bench's report: report.md and two plots from report.json's dict, and the comparison
+with an earlier report."""
+
+import json
+from pathlib import Path
+
+from .analysis import GOALS, explain, same_config, stages_at
+
+
+def figures_flat(report: dict) -> dict[str, float]:
+    """Every frames/s figure and headline ratio under a stable name, for comparisons."""
+    flat = {}
+    for m in report["models"]:
+        name = m["model"]
+        for decoder, kinds in m["decode"].items():
+            for kind, fig in kinds.items():
+                flat[f"{name}: {kind} ({decoder}) fps"] = fig["fps"]
+        for batch, fig in m["preprocess"].items():
+            flat[f"{name}: preprocess b{batch} fps"] = fig["fps"]
+        for row in m["inference"] + m["pipeline"]:
+            if "fps" in row:
+                flat[f"{name}: {row['stage']} {row['backend']} {row['precision']} b{row['batch']} fps"] = row["fps"]
+        for batch, fig in m["postprocess"].items():
+            flat[f"{name}: postprocess b{batch} fps"] = fig["fps"]
+        for sink, fig in m["sinks"].items():
+            flat[f"{name}: sink {sink} fps"] = fig["fps"]
+        for baseline, fig in m["baselines"].items():
+            if "fps" in fig:
+                flat[f"{name}: baseline {baseline} fps"] = fig["fps"]
+        for key, value in ((m.get("headline") or {}).get("ratios") or {}).items():
+            flat[f"{name}: pipeline ÷ {key.replace('_', ' ')}"] = value
+    return flat
+
+
+def compare(old: dict, new: dict) -> list[tuple[str, float, float, float]]:
+    """(figure, old, new, change) for every figure both reports have."""
+    before, after = figures_flat(old), figures_flat(new)
+    return [(k, before[k], after[k], after[k] / before[k] - 1) for k in after if k in before and before[k]]
+
+
+def _fig_cells(fig: dict) -> str:
+    spread = f"{fig['fps_min']:,.1f}–{fig['fps_max']:,.1f}"
+    return (f"{fig['fps']:,.1f} | {spread} | {fig['ms_per_frame']:.2f} | {fig['cpu_ms_per_frame']:.2f} | "
+            f"{fig['cpu_cores_used']:.2f}")
+
+
+FIG_HEAD = "frames/s | spread | ms/frame | CPU ms/frame | cores used"
+
+
+def markdown(report: dict, comparison: list | None = None, old_name: str = "") -> str:
+    mach = report["machine"]
+    v = mach["versions"]
+    gpus = "; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in mach["gpus"]) or "no GPU"
+    lines = [
+        f"# edge-bench on {report['video']}",
+        "",
+        f"{report['when']}. {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']} GB; {gpus}.",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
+        f"First {report['frames']} frames; each figure the median of {report['repeats']} timed repeats after "
+        f"{report['warmup']} warm-up(s), spread = slowest–fastest repeat.",
+        f"Command: `{report['command']}`",
+        "",
+        "## Headline",
+        "",
+        f"Goals: pipeline ÷ inference alone ≥ {GOALS['inference_alone']}, ÷ hand-written loop ≥ "
+        f"{GOALS['hand_loop']:g}, ÷ `learn.predict` ≥ {GOALS['learn_predict']:g}.",
+        "",
+        "| model | task | pipeline frames/s | config | ÷ inference alone | ÷ hand-written loop | ÷ learn.predict | "
+        "ceiling ÷ inference alone | limited by |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in report["models"]:
+        h = m.get("headline")
+        if not h:
+            lines.append(f"| {m['model']} | {m['task']} | no pipeline ran | | | | | | |")
+            continue
+        r = h["ratios"]
+        def cell(k):
+            if k not in r:
+                return "not measured"
+            ceiling = f" (ceiling {h['ceiling_ratios'][k]:.2f})" if k in h["ceiling_ratios"] else ""
+            return f"**{r[k]:.2f}** {'✓' if h['goals_met'][k] else '✗'}{ceiling}"
+
+        lines.append(f"| {m['model']} | {m['task']} | {h['pipeline_fps']:,.1f} | {h['backend']} {h['precision']} "
+                     f"batch {h['batch']} | {cell('inference_alone')} | {cell('hand_loop')} | "
+                     f"{cell('learn_predict')} | {h['ceiling_ratio']:.2f} | {h['limited_by']} |")
+    for m in report["models"]:
+        lines += ["", *model_section(m, mach["cores"])]
+    lines += ["", "![frames/s against batch](fps_vs_batch.png)", "", "![where the time goes](stages.png)"]
+    if comparison is not None:
+        lines += ["", f"## Against {old_name}", "", "| figure | before | now | change |", "|---|---|---|---|"]
+        lines += [f"| {k} | {a:,.2f} | {b:,.2f} | {c:+.1%} |" for k, a, b, c in comparison]
+    return "\n".join(lines) + "\n"
+
+
+def model_section(m: dict, cores: int) -> list[str]:
+    lines = [f"## {m['model']} ({m['task']}, {m['producer']}, input {m['input_size'][0]}x{m['input_size'][1]})", ""]
+    h = m.get("headline")
+    if h:
+        alone = stages_at(m, h["batch"], same_config(m["inference"], h))
+        lines += [explain(h, {k: s["fps"] for k, s in alone.items()}, cores), ""]
+    lines += ["### Stages alone", "", f"Each on the frames made ready beforehand; OpenCV threads "
+              f"{m['opencv_threads']}, as the pipeline sets them.", "",
+              f"| stage | {FIG_HEAD} |", "|---|---|---|---|---|---|"]
+    for decoder, kinds in m["decode"].items():
+        for kind, fig in kinds.items():
+            lines.append(f"| {kind} ({decoder}) | {_fig_cells(fig)} |")
+    for batch, fig in m["preprocess"].items():
+        lines.append(f"| preprocess, batch {batch} | {_fig_cells(fig)} |")
+    for batch, fig in m["postprocess"].items():
+        lines.append(f"| postprocess, batch {batch} | {_fig_cells(fig)} |")
+    for sink, fig in m["sinks"].items():
+        lines.append(f"| sink: {sink} | {_fig_cells(fig)} |")
+    lines += ["", "### Inference alone and the whole pipeline", "",
+              f"| stage | backend | precision | batch | device | {FIG_HEAD} | batch latency p50 / p95 ms | GPU |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in m["inference"] + m["pipeline"]:
+        head = f"| {row['stage']} | {row['backend']} | {row['precision']} | {row.get('batch', '')} |"
+        if "fps" not in row:
+            lines.append(f"{head} unavailable: {row['unavailable']} | | | | | | | |")
+            continue
+        latency = (f"{row['latency_ms_p50']:.2f} / {row['latency_ms_p95']:.2f}" if "latency_ms_p50" in row else "")
+        gpu = f"{row['gpu_util_pct']:.0f}% busy, {row['gpu_memory_mb']} MB" if "gpu_util_pct" in row else ""
+        lines.append(f"{head} {row['device']} | {_fig_cells(row)} | {latency} | {gpu} |")
+    busy = [r for r in m["pipeline"] if "busy_s" in r]
+    if busy:
+        names = list(busy[0]["thread_cpu_ms_per_frame"])
+        lines += ["", "Inside the pipeline, per stage thread: busy seconds (outside queue waits) / CPU ms a frame "
+                  "of the thread itself; *native pools* is the CPU of threads no stage owns: onnxruntime's "
+                  "workers, the decoder's and x264's.", "",
+                  "| pipeline | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for r in busy:
+            cells = [f"{r['busy_s'][k]:.2f} s / {r['thread_cpu_ms_per_frame'][k]:.2f}" if k in r["busy_s"]
+                     else f"{r['thread_cpu_ms_per_frame'][k]:.2f}" for k in names]
+            lines.append(f"| {r['backend']} {r['precision']} batch {r['batch']}, {r['total_s']:.2f} s | "
+                         + " | ".join(cells) + " |")
+    fp = fp16_gain(m)
+    if fp:
+        lines += ["", "fp16 ÷ fp32, inference alone: " + ", ".join(f"{k} {v:.2f}×" for k, v in fp.items()) + "."]
+    lines += ["", "### Baselines (same frames, same model)", "", f"| way | {FIG_HEAD} |", "|---|---|---|---|---|---|"]
+    for name, fig in m["baselines"].items():
+        lines.append(f"| {name} | {_fig_cells(fig)} |" if "fps" in fig else f"| {name} | not measured: "
+                     f"{fig['unavailable']} | | | | |")
+    mem = m.get("memory")
+    if mem:
+        lines += ["", "Peak resident memory of `edge-run` (fresh process): " + "; ".join(
+            f"{run['frames']} frames → {run['peak_rss_mb']:.0f} MB" for run in mem["runs"])
+            + (f" (**{mem['growth']:+.1%}** over {mem['runs'][-1]['frames']} frames)" if "growth" in mem else "")
+            + "."]
+    return lines
+
+
+def fp16_gain(m: dict) -> dict[str, float]:
+    rows = {(r["backend"], r["batch"], r["precision"]): r["fps"] for r in m["inference"] if "fps" in r}
+    return {f"{b} batch {n}": rows[(b, n, "fp16")] / rows[(b, n, "fp32")]
+            for (b, n, p) in rows if p == "fp16" and (b, n, "fp32") in rows}
+
+
+def plots(report: dict, folder: Path) -> list[str]:
+    """fps_vs_batch.png and stages.png; [] without matplotlib (a device box may lack it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    models = report["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        for stage, style in (("inference alone", "-o"), ("pipeline", "--s")):
+            rows = [r for r in m["inference"] + m["pipeline"] if r["stage"] == stage and "fps" in r]
+            for key in sorted({(r["backend"], r["precision"]) for r in rows}):
+                line = sorted((r["batch"], r["fps"]) for r in rows if (r["backend"], r["precision"]) == key)
+                ax.plot(*zip(*line), style, label=f"{stage}: {key[0]} {key[1]}")
+        ax.set(title=f"{m['model']} ({m['task']})", xlabel="batch", ylabel="frames/s", xscale="log")
+        ax.set_xticks(sorted({r["batch"] for r in m["inference"] if "batch" in r}) or [1])
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "fps_vs_batch.png", dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(models), 1, figsize=(8, 3.2 * len(models)), squeeze=False)
+    for ax, m in zip(axes[:, 0], models):
+        h = m.get("headline")
+        if not h:
+            continue
+        bars = {f"{k} (alone)": s for k, s in stages_at(m, h["batch"], same_config(m["inference"], h)).items()}
+        bars["pipeline"] = same_config(m["pipeline"], h)
+        bars.update({k: v for k, v in m["baselines"].items() if "fps" in v})
+        names = list(bars)[::-1]
+        ax.barh(names, [bars[n]["ms_per_frame"] for n in names], color="tab:blue", label="wall ms/frame")
+        ax.barh(names, [bars[n]["cpu_ms_per_frame"] for n in names], height=0.35, color="tab:orange",
+                label="CPU ms/frame")
+        ax.set(title=f"{m['model']}: where the time goes (batch {h['batch']})", xlabel="ms per frame", xscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "stages.png", dpi=100)
+    plt.close(fig)
+    return ["fps_vs_batch.png", "stages.png"]
+
+
+def write(report: dict, folder: Path, *, compare_with: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    comparison = None
+    if compare_with:
+        comparison = compare(json.loads(Path(compare_with).read_text()), report)
+    report["plots"] = plots(report, folder)
+    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report, comparison, Path(compare_with).name if compare_with else "")
+    if not report["plots"]:
+        text += "\nPlots: not drawn (matplotlib is not installed).\n"
+    (folder / "report.md").write_text(text)
+    return folder / "report.md"

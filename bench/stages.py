@@ -1,0 +1,196 @@
+"""Each stage of `edge-run` alone, then the whole pipeline, on the same first N frames.
+
+Stages alone run edge's own code (media.read_frames, runner.batch_frames / postprocess /
+write_sinks, the task's sinks, the backends) one after another on data made ready beforehand,
+so each figure is that stage's cost and nothing else's. The pipeline figure is `runner.run`
+over the same frames, every stage in its own thread, model loading not counted.
+"""
+
+import itertools
+import os
+import shutil
+import tempfile
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge import backends, media, runner, tasks
+from edge.errors import EdgeError, last_line
+
+from .measure import GpuSampler, Sample, each_timed, figures, significant, timed
+
+NOTHING_SELECTED = 10**9  # a stride no clip reaches: only the first frame gets converted
+
+
+class Unavailable(Exception):
+    """A backend or precision this machine cannot run; the message says why."""
+
+
+@dataclass
+class Setup:
+    """What every measurement of one model shares."""
+
+    video: str
+    info: media.VideoInfo
+    frames: list  # the first N frames, decoded once, every one selected
+    model: runner.Model  # the contract's side of the model: preprocessing, postprocessing, sinks
+    options: tasks.Options
+    repeats: int
+    warmup: int
+    work: Path  # scratch folder for the outputs of sinks and pipeline runs
+
+    @property
+    def end_s(self) -> float:
+        """Just after the last frame, so the pipeline stops where the frames alone stop."""
+        return self.frames[-1].pts_s + 1e-3
+
+    def measure(self, work, *, warm=None) -> dict:
+        return figures(timed(work, frames=len(self.frames), repeats=self.repeats, warmup=self.warmup, warm=warm))
+
+    def scratch(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.work))
+
+
+def first_frames(video: str, n: int) -> list:
+    with closing(media.read_frames(video)) as frames:
+        return list(itertools.islice(frames, n))
+
+
+def decode(setup: Setup, *, decoder: str, convert: bool) -> dict:
+    """Our decoder over the N frames; without `convert` frames stay in the decoder's own format
+    (PyAV's yuv planes, OpenCV's grab without retrieve)."""
+    def work():
+        frames = media.read_frames(setup.video, decoder=decoder, pixels="all" if convert else "selected",
+                                   stride=1 if convert else NOTHING_SELECTED)
+        with closing(frames):
+            for _ in itertools.islice(frames, len(setup.frames)):
+                pass
+
+    return setup.measure(work)
+
+
+def preprocess(setup: Setup, batch: int) -> tuple[dict, list]:
+    """Figures of the batching stage, and the batches it made (inference and postprocessing use them)."""
+    made = []
+
+    def work():
+        batches, seconds = each_timed(runner.batch_frames(setup.frames, [setup.model], batch))
+        made[:] = batches
+        return seconds
+
+    return setup.measure(work), made
+
+
+def load_backend(path: str, *, backend: str, device: str | None, precision: str, batch: int, threads: int | None):
+    try:
+        return backends.load(path, backend=backend, device=device, precision=precision, batch=batch, threads=threads)
+    except (EdgeError, ImportError) as err:
+        raise Unavailable(last_line(err)) from None
+
+
+def inference(setup: Setup, loaded, batches: list) -> tuple[dict, list]:
+    """The backend alone on the preprocessed batches: figures (with GPU use on CUDA), and the
+    outputs of one pass for postprocessing."""
+    key = setup.model.preprocess_key
+    inputs = [b.inputs[key] for b in batches]
+
+    def work():
+        return each_timed(loaded.run(x) for x in inputs)[1]
+
+    with GpuSampler(enabled=loaded.device.startswith("cuda")) as gpu:
+        result = setup.measure(work)
+    outputs = [loaded.run(x) for x in inputs]
+    return {**result, **gpu.figures(), "device": loaded.device}, outputs
+
+
+def postprocess(setup: Setup, batches: list, outputs: list) -> tuple[dict, list]:
+    """The task's decoding of raw outputs into results in frame pixels; returns the batches
+    with their results (as the sinks get them)."""
+    name = setup.model.folder_name
+    done = []
+
+    def fresh():  # postprocess consumes each batch's output, so every repeat gets new ones
+        for b, out in zip(batches, outputs):
+            yield runner.Batch(b.frames, inputs=dict(b.inputs), windows=b.windows, outputs={name: out})
+
+    def work():
+        done[:], seconds = each_timed(runner.postprocess(fresh(), [setup.model], setup.options))
+        return seconds
+
+    return setup.measure(work), done
+
+
+def sinks(setup: Setup, finished: list) -> dict[str, dict]:
+    """Each of the task's sinks alone (opening, every frame, closing: encoding included), then
+    all of them as the sinks stage runs them."""
+    contract, name = setup.model.contract, setup.model.folder_name
+    module = tasks.module(contract.task)
+    start_s = max(0.0, setup.info.start_s)
+    pairs = [(f, r) for b in finished for f, r in zip(b.frames, b.results[name])]
+
+    def one(index: int):
+        def work():
+            folder = setup.scratch()
+            ctx = tasks.SinkContext(folder, contract, setup.info, setup.options, start_s, setup.end_s)
+            with module.sinks(ctx)[index] as sink:
+                for frame, result in pairs:
+                    sink.write(frame, result)
+            shutil.rmtree(folder)
+        return work
+
+    probe = tasks.SinkContext(setup.work, contract, setup.info, setup.options, start_s, setup.end_s)
+    result = {sink_name(s): setup.measure(one(i)) for i, s in enumerate(module.sinks(probe))}
+
+    def together():
+        staging = runner.Staging(setup.scratch())
+        counts = {"written": 0, "processed": 0}
+        list(runner.write_sinks(iter(finished), [setup.model], {name: staging}, setup.info, setup.options,
+                                start_s, setup.end_s, counts))
+        staging.discard()
+
+    result["all sinks"] = setup.measure(together)
+    return result
+
+
+def sink_name(sink) -> str:
+    """What a sink writes, as a user knows it: 'overlay.mp4', 'scores.csv', …"""
+    names = {"OverlaySink": "overlay.mp4", "TimelineSink": "timeline (csv, json, vtt, png)",
+             "TrackSink": "track.csv + track.json", "MaskSink": "masks/*.png"}
+    kind = type(sink).__name__
+    path = getattr(sink, "path", None)
+    return names.get(kind) or (os.path.basename(path) if path else kind)
+
+
+def pipeline(setup: Setup, model_path: str, *, backend: str, device: str | None, precision: str, batch: int,
+             threads: int | None) -> dict:
+    """`runner.run` over the N frames, as `edge-run --end` would; the run's own clock, which
+    starts after the model is loaded."""
+    runs = []
+
+    def work():
+        out = setup.scratch()
+        (summary,) = runner.run([setup.video], models=[model_path], out=str(out), batch=batch,
+                                end_s=setup.end_s, backend=backend, device=device, precision=precision,
+                                threads=threads, options=setup.options)
+        shutil.rmtree(out)
+        runs.append(summary)
+
+    for _ in range(setup.warmup):
+        work()
+    runs.clear()
+    with GpuSampler(enabled=device == "cuda" or (device is None and backend == "tensorrt")) as gpu:
+        for _ in range(setup.repeats):
+            work()
+    samples = [Sample(s["seconds"]["total"], s["seconds"]["cpu"], s["frames"]["processed"]) for s in runs]
+    result = figures(samples)
+    rates = [s["processed_per_s"] for s in runs]
+    typical = runs[sorted(range(len(runs)), key=rates.__getitem__)[len(runs) // 2]]
+    stages = ("decode", "preprocess", "infer", "postprocess", "sinks")
+    result["busy_s"] = {k: typical["seconds"][k] for k in stages}
+    result["total_s"] = typical["seconds"]["total"]
+    processed = typical["frames"]["processed"]
+    threads = {k: typical["stage_cpu_s"][k] for k in stages}
+    threads["native pools"] = typical["seconds"]["cpu"] - sum(threads.values())
+    result["thread_cpu_ms_per_frame"] = {k: significant(1000 * v / processed) for k, v in threads.items()}
+    result["device"] = next(iter(typical["models"].values()))["device"]
+    return {**result, **gpu.figures()}

@@ -1,0 +1,250 @@
+"""edge-bench on a tiny clip and tiny models: the report's structure and the sanity of its
+numbers (never their speed), the comparison, the unavailable-backend path, and the errors."""
+
+import json
+import os
+import stat
+import sys
+
+import pytest
+
+from bench import analysis, cli, measure, report
+from bench.measure import Sample
+from tests.makers_clips import make_clip, square
+
+FRAMES = 12
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.avi"
+    make_clip(path, [square(48, 64, 10, 2 * i) for i in range(16)], fps=12, codec="mpeg4")
+    return str(path)
+
+
+def bench(args, capsys=None) -> int:
+    return cli.main([*args, "--quiet"])
+
+
+def check_figure(fig: dict, frames: int = FRAMES) -> None:
+    assert fig["fps_min"] <= fig["fps"] <= fig["fps_max"] and fig["fps"] > 0
+    assert fig["ms_per_frame"] == pytest.approx(1000 / fig["fps"], rel=1e-2)
+    assert fig["cpu_ms_per_frame"] >= 0 and fig["cpu_cores_used"] >= 0
+    assert fig["repeats"] == 2
+    if "latency_ms_p50" in fig:
+        assert 0 < fig["latency_ms_p50"] <= fig["latency_ms_p95"]
+
+
+def test_report_measures_every_stage_the_pipeline_and_the_hand_loop(tmp_path, clip, models):
+    model = models.biwi()
+    out = tmp_path / "report"
+    code = bench([clip, "--model", model, "--frames", str(FRAMES), "--batch", "1,4", "--repeat", "2",
+                  "--backends", "onnxruntime,torch,tensorrt", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["frames"] == FRAMES and r["repeats"] == 2 and r["machine"]["cores"] >= 1
+    assert r["machine"]["versions"]["onnxruntime"] and r["machine"]["versions"]["av"]
+    (m,) = r["models"]
+    assert m["task"] == "biwi" and m["frames"] == FRAMES
+    for decoder in ("pyav", "opencv"):
+        for kind in ("decode", "decode + RGB"):
+            check_figure(m["decode"][decoder][kind])
+    for table in ("preprocess", "postprocess"):
+        assert set(m[table]) == {"1", "4"}
+        for fig in m[table].values():
+            check_figure(fig)
+    assert set(m["sinks"]) == {"track.csv + track.json", "overlay.mp4", "all sinks"}
+    for fig in m["sinks"].values():
+        check_figure(fig)
+
+    ran = [row for row in m["inference"] if "fps" in row]
+    assert [(row["backend"], row["precision"], row["batch"]) for row in ran] == [
+        ("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 4)]
+    for row in ran:
+        check_figure(row)
+        assert row["latency_ms_p50"] > 0 and row["device"] == "cpu"
+    unavailable = {(row["backend"], row["precision"]): row["unavailable"] for row in m["inference"] if "fps" not in row}
+    assert set(unavailable) == {("onnxruntime", "fp16"), ("torch", "fp32"), ("torch", "fp16"),
+                                ("tensorrt", "fp32"), ("tensorrt", "fp16")}
+    assert "no biwi.pt2 beside biwi.onnx" in unavailable[("torch", "fp32")]
+    assert "GPU" in unavailable[("tensorrt", "fp16")]
+
+    assert [(row["backend"], row["batch"]) for row in m["pipeline"]] == [("onnxruntime", 1), ("onnxruntime", 4)]
+    for row in m["pipeline"]:
+        check_figure(row)
+        assert set(row["busy_s"]) == {"decode", "preprocess", "infer", "postprocess", "sinks"}
+        assert all(0 <= s <= row["total_s"] * 1.5 for s in row["busy_s"].values())
+    check_figure(m["baselines"]["hand loop"])
+    assert m["baselines"]["learn.predict"] == {"unavailable": "no --learner given"}
+    (run,) = m["memory"]["runs"]
+    assert run["frames"] == FRAMES and 20 < run["peak_rss_mb"] < 4000
+
+    h = m["headline"]
+    best = max(m["pipeline"], key=lambda row: row["fps"])
+    assert (h["batch"], h["pipeline_fps"]) == (best["batch"], best["fps"])
+    assert h["ratios"]["inference_alone"] == pytest.approx(best["fps"] / h["inference_alone_fps"], rel=1e-2)
+    assert h["ratios"]["hand_loop"] == pytest.approx(best["fps"] / m["baselines"]["hand loop"]["fps"], rel=1e-2)
+    assert "learn_predict" not in h["ratios"]
+    assert 0 < h["ceiling_fps"] <= h["slowest_stage_fps"] and h["limited_by"] in (
+        "cpu", "decode + RGB", "preprocess", "inference", "postprocess", "sinks")
+
+    md = (out / "report.md").read_text()
+    assert "| biwi.onnx | biwi |" in md and "unavailable: torch runs .pt2 files" in md
+    assert "| hand loop |" in md and "Peak resident memory" in md
+    assert (out / "fps_vs_batch.png").stat().st_size > 1000 and (out / "stages.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def exported_camvid(tmp_path_factory):
+    """A tiny fastai camvid learner, its ONNX file and, beside it, its torch program."""
+    pytest.importorskip("fastai")
+    from export import exporter
+    from tests.test_exporter import build_learners
+
+    folder = tmp_path_factory.mktemp("bench-learners")
+    learner = build_learners(folder)["camvid"]
+    exporter.export(learner, folder / "camvid.onnx", torch_program=folder / "camvid.pt2")
+    return learner, folder / "camvid.onnx"
+
+
+def test_learn_predict_and_the_torch_program_are_measured_on_the_same_frames(tmp_path, clip, exported_camvid):
+    learner, onnx = exported_camvid
+    out = tmp_path / "report"
+    assert bench([clip, "--model", str(onnx), "--learner", str(learner), "--frames", str(FRAMES), "--batch", "2",
+                  "--repeat", "2", "--backends", "onnxruntime,torch", "--precision", "fp32",
+                  "--out", str(out)]) == 0
+    (m,) = json.loads((out / "report.json").read_text())["models"]
+    assert {row["backend"] for row in m["inference"] if "fps" in row} == {"onnxruntime", "torch"}
+    assert {row["backend"] for row in m["pipeline"]} == {"onnxruntime", "torch"}
+    check_figure(m["baselines"]["learn.predict"])
+    assert m["headline"]["ratios"]["learn_predict"] > 0
+    assert "| learn.predict |" in (out / "report.md").read_text()
+
+
+def test_a_learner_of_another_task_is_refused(tmp_path, clip, exported_camvid, models, capsys):
+    learner, _ = exported_camvid
+    code = bench([clip, "--model", models.biwi(), "--learner", str(learner), "--frames", "4", "--batch", "1",
+                  "--repeat", "1", "--backends", "onnxruntime", "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "is a camvid learner but the model is biwi" in capsys.readouterr().err
+
+
+def test_compare_shows_the_change_against_an_earlier_report(tmp_path, clip, models):
+    model = models.planet()
+    common = [clip, "--model", model, "--frames", "8", "--batch", "2", "--repeat", "2", "--backends", "onnxruntime"]
+    assert bench([*common, "--out", str(tmp_path / "old")]) == 0
+    assert bench([*common, "--out", str(tmp_path / "new"), "--compare", str(tmp_path / "old" / "report.json")]) == 0
+    md = (tmp_path / "new" / "report.md").read_text()
+    assert "## Against report.json" in md
+    old = json.loads((tmp_path / "old" / "report.json").read_text())
+    new = json.loads((tmp_path / "new" / "report.json").read_text())
+    rows = report.compare(old, new)
+    names = [name for name, *_ in rows]
+    assert "planet.onnx: pipeline onnxruntime fp32 b2 fps" in names
+    assert "planet.onnx: pipeline ÷ inference alone" in names
+    for name, before, after, change in rows:
+        assert change == pytest.approx(after / before - 1)
+        assert f"| {name} | {before:,.2f} | {after:,.2f} |" in md
+
+
+def test_compare_of_a_file_that_is_not_a_report_is_one_line_exit_3(tmp_path, clip, models, capsys):
+    bad = tmp_path / "old.json"
+    bad.write_text("{not json")
+    code = bench([clip, "--model", models.planet(), "--compare", str(bad), "--out", str(tmp_path / "r")])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not JSON" in err
+
+
+def test_when_no_backend_can_run_the_reasons_are_listed(tmp_path, clip, models, capsys):
+    code = bench([clip, "--model", models.biwi(), "--backends", "torch,tensorrt", "--device", "cpu",
+                  "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no backend of --backends torch,tensorrt can run biwi.onnx here" in err
+    assert "no biwi.pt2 beside biwi.onnx" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "0"], "--batch takes whole numbers of 1 or more"),
+    (["--batch", "two"], "--batch takes comma-separated numbers"),
+    (["--backends", "onnxruntime,openvino"], "--backends takes one or more of onnxruntime, torch, tensorrt"),
+    (["--precision", "int8"], "--precision takes one or more of fp32, fp16"),
+    (["--repeat", "0"], "--repeat must be 1 or more"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--learner", "a.pkl", "--learner", "b.pkl"], "2 --learner for 1 models"),
+])
+def test_bad_options_are_usage_errors(tmp_path, clip, models, capsys, args, message):
+    assert bench([clip, "--model", models.biwi(), *args, "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_memory_over_the_whole_clip_and_the_clip_looped(tmp_path, clip, models):
+    out = tmp_path / "report"
+    assert bench([clip, "--model", models.biwi(), "--frames", "6", "--batch", "2", "--repeat", "2",
+                  "--backends", "onnxruntime", "--memory-loops", "3", "--out", str(out)]) == 0
+    (m,) = json.loads((out / "report.json").read_text())["models"]
+    assert [run["frames"] for run in m["memory"]["runs"]] == [6, 16, 48]
+    assert m["memory"]["growth"] == pytest.approx(m["memory"]["runs"][2]["peak_rss_mb"]
+                                                  / m["memory"]["runs"][1]["peak_rss_mb"] - 1, abs=1e-3)
+
+
+def test_figures_are_medians_with_their_spread():
+    samples = [Sample(wall_s=1.0, cpu_s=2.0, frames=100, latencies_s=[0.01, 0.02]),
+               Sample(wall_s=0.5, cpu_s=0.5, frames=100, latencies_s=[0.03]),
+               Sample(wall_s=2.0, cpu_s=2.0, frames=100)]
+    fig = measure.figures(samples)
+    assert (fig["fps"], fig["fps_min"], fig["fps_max"]) == (100, 50, 200)
+    assert fig["ms_per_frame"] == 10 and fig["cpu_ms_per_frame"] == 20 and fig["cpu_cores_used"] == 1
+    assert (fig["latency_ms_p50"], fig["latency_ms_p95"]) == (20, 29)
+
+
+def test_gpu_use_is_read_from_nvidia_smi_while_a_measurement_runs(tmp_path, monkeypatch):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\n# a test double of nvidia-smi: three samples, then waits to be stopped\n"
+                    "echo '40, 1000'\necho '60, 1200'\necho 'garbage'\necho '80, 1100'\nexec sleep 30\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with measure.GpuSampler(enabled=True) as gpu:
+        import time
+
+        deadline = time.monotonic() + 10
+        while len(gpu.lines) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert gpu.figures() == {"gpu_util_pct": 60.0, "gpu_memory_mb": 1200, "gpu_samples": 3}
+    assert measure.GpuSampler(enabled=False).figures() == {}
+
+
+def _result(stage_fps: dict, stage_cpu_ms: dict, pipeline_fps: float, hand_fps: float) -> dict:
+    def fig(fps, cpu):
+        return {"fps": fps, "cpu_ms_per_frame": cpu, "cpu_cores_used": fps * cpu / 1000}
+
+    config = {"backend": "onnxruntime", "precision": "fp32", "batch": 4}
+    return {
+        "decode": {"pyav": {"decode + RGB": fig(stage_fps["decode"], stage_cpu_ms["decode"])}},
+        "preprocess": {"4": fig(stage_fps["preprocess"], stage_cpu_ms["preprocess"])},
+        "postprocess": {"4": fig(stage_fps["postprocess"], stage_cpu_ms["postprocess"])},
+        "sinks": {"all sinks": fig(stage_fps["sinks"], stage_cpu_ms["sinks"])},
+        "inference": [{**config, **fig(stage_fps["inference"], stage_cpu_ms["inference"])}],
+        "pipeline": [{**config, "fps": pipeline_fps}],
+        "baselines": {"hand loop": {"fps": hand_fps}, "learn.predict": {"unavailable": "no --learner given"}},
+    }
+
+
+def test_the_ceiling_is_the_slowest_stage_or_the_cores():
+    fps = {"decode": 1000, "preprocess": 2000, "inference": 100, "postprocess": 5000, "sinks": 500}
+    cpu = {"decode": 1, "preprocess": 0.5, "inference": 10, "postprocess": 0.1, "sinks": 2}
+    h = analysis.headline(_result(fps, cpu, pipeline_fps=90, hand_fps=60), cores=8)
+    assert h["limited_by"] == "inference" and h["ceiling_fps"] == 100 and h["ceiling_ratio"] == 1
+    assert h["ratios"] == {"inference_alone": 0.9, "hand_loop": 1.5}
+    assert h["goals_met"] == {"inference_alone": True, "hand_loop": False}
+    assert h["ceiling_ratios"] == {"hand_loop": pytest.approx(100 / 60, rel=1e-3)}
+    assert "Against hand loop the goal of 2× is out of reach too" in analysis.explain(h, fps, 8)
+
+    h = analysis.headline(_result(fps, cpu, pipeline_fps=70, hand_fps=60), cores=1)
+    assert h["limited_by"] == "cpu" and h["cpu_ceiling_fps"] == pytest.approx(1000 / 13.6, rel=1e-3)
+    assert h["share_of_ceiling"] == pytest.approx(70 / h["cpu_ceiling_fps"], rel=1e-2)
+    text = analysis.explain(h, fps, 1)
+    assert "the CPU is the limit" in text and "is out of reach here: inference alone already keeps 1.0 of 1" in text
+    assert "3.60 ms of CPU a frame the other stages need" in text
