@@ -87,7 +87,7 @@ def explain(h: dict, stage_fps: dict[str, float], cores: int) -> str:
     for name, key in BASELINES.items():
         if key in h["ratios"] and h["ratios"][key] < GOALS[key]:
             if h["ceiling_ratios"][key] < GOALS[key]:
-                text += (f" Against {name} the goal of {GOALS[key]:g}× is out of reach too: even at its ceiling the "
+                text += (f" Against {name} the goal of {GOALS[key]:g}× is out of reach: even at its ceiling the "
                          f"pipeline would be {h['ceiling_ratios'][key]:.2f}× as fast.")
             else:
                 text += (f" Against {name} the ceiling would allow {h['ceiling_ratios'][key]:.2f}×; the pipeline "

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from edge.errors import UsageError
+from edge.geometry import Window
 from edge.model import Contract, parse
 
 
@@ -69,14 +70,12 @@ def point_in_frame(point: np.ndarray, contract: Contract, width: int, height: in
 
 
 def crop_box(contract: Contract, width: int, height: int) -> tuple[int, int, int, int]:
-    """The frame region a hand-written script feeds the model: a centred crop of the model's
-    aspect for `crop`, else the whole frame (squished; a script rarely pads)."""
+    """The frame region a hand-written script feeds the model: the centred crop for `crop`,
+    else the whole frame (squished: a script rarely pads)."""
     if contract.resize != "crop":
         return 0, 0, width, height
-    mh, mw = contract.input_size
-    scale = max(mw / width, mh / height)
-    w, h = round(mw / scale), round(mh / scale)
-    return (width - w) // 2, (height - h) // 2, w, h
+    w = Window.fit((height, width), contract.input_size, "crop")
+    return round(w.x0), round(w.y0), round(w.width), round(w.height)
 
 
 def over_video(video: str, frames: int, folder: str, contract: Contract, frame_to_result) -> int:
@@ -98,12 +97,17 @@ def over_video(video: str, frames: int, folder: str, contract: Contract, frame_t
     return done
 
 
-def hand_loop(model_path: str):
-    """`frame_to_result` of the hand-written script, and the contract it read from the model."""
+def hand_loop(model_path: str, device: str):
+    """`frame_to_result` of the hand-written script, the contract it read from the model, and
+    where its session runs: a script's plain session, on CUDA when asked and onnxruntime has it."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    session = ort.InferenceSession(model_path, providers=providers)
     contract = parse(session.get_modelmeta().custom_metadata_map, source=model_path)
+    used = "cpu" if session.get_providers()[0] == "CPUExecutionProvider" else "cuda"
     name = session.get_inputs()[0].name
     mh, mw = contract.input_size
     mean, std = np.array(contract.mean, np.float32), np.array(contract.std, np.float32)
@@ -127,7 +131,7 @@ def hand_loop(model_path: str):
             return 1 / (1 + np.exp(-out))
         return out
 
-    return frame_to_result, contract
+    return frame_to_result, contract, used
 
 
 def learn_predict(learner_path: str, contract: Contract):

@@ -15,11 +15,13 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from edge import backends, media, runner, tasks
-from edge.errors import EdgeError, InputError, UsageError
-from edge.model import TASKS, file_sha256, parse
+from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageError, last_line, user_line
+from edge.model import TASKS, Contract, file_sha256, parse
 
 from . import analysis, baselines, memory, report, stages
 from .measure import machine
@@ -53,9 +55,38 @@ def parser() -> argparse.ArgumentParser:
                    help="also measure peak memory over the whole VIDEO and VIDEO looped K times")
     p.add_argument("--compare", metavar="OLD.json", help="show the change against an earlier report.json")
     p.add_argument("--out", default="edge-bench", metavar="DIR", help="where the report goes (default edge-bench/)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+@dataclass
+class Plan:
+    backends: list[str]
+    precisions: list[str]
+    batches: list[int]
+
+    @property
+    def steps_per_model(self) -> int:
+        combos = len(self.backends) * len(self.precisions)
+        # decode figures, preprocess and postprocess per batch, inference and pipeline per combo
+        # and batch, sinks, two baselines, memory
+        return 2 * len(media.DECODERS) + 2 * len(self.batches) + 2 * combos * len(self.batches) + 1 + 2 + 1
+
+
+@dataclass
+class Subject:
+    """One model to measure, with everything checked before the first measurement."""
+
+    path: str
+    contract: Contract
+    sha256: str
+    hand_loop: tuple | str  # (frame_to_result, device), or why it cannot run
+    learn_predict: object  # frame_to_result, or why it cannot run
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
 
 
 def listed(name: str, value: str, allowed: tuple | None = None, kind=str) -> list:
@@ -74,28 +105,32 @@ def listed(name: str, value: str, allowed: tuple | None = None, kind=str) -> lis
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        path = bench(args, argv if argv is not None else sys.argv[1:])
+        with runner.signals_raise():
+            path = bench(args, argv if argv is not None else sys.argv[1:])
     except EdgeError as err:
         if args.debug:
             traceback.print_exc()
-        print(f"edge-bench: error: {err}", file=sys.stderr)
+        print(f"edge-bench: error: {user_line(err)}", file=sys.stderr)
         return err.exit_code
     print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
-def bench(args, argv: list[str]) -> Path:
-    plan = {
-        "backends": listed("--backends", args.backends, BENCH_BACKENDS),
-        "precisions": listed("--precision", args.precision, backends.PRECISIONS),
-        "batches": listed("--batch", args.batch, kind=int),
-    }
+def check(args) -> Plan:
+    plan = Plan(listed("--backends", args.backends, BENCH_BACKENDS),
+                listed("--precision", args.precision, backends.PRECISIONS), listed("--batch", args.batch, kind=int))
     for name, value, least in (("--frames", args.frames, 1), ("--repeat", args.repeat, 1),
-                               ("--warmup", args.warmup, 0), ("--memory-loops", args.memory_loops, 0)):
+                               ("--warmup", args.warmup, 0), ("--memory-loops", args.memory_loops, 0),
+                               ("--threads", args.threads or 1, 1)):
         if value < least:
             raise UsageError(f"{name} must be {least} or more, got {value}")
     if args.device not in (None, *backends.DEVICES):
         raise UsageError(f"unknown device {args.device!r}; allowed: {', '.join(backends.DEVICES)}")
+    return plan
+
+
+def bench(args, argv: list[str]) -> Path:
+    plan = check(args)
     task_names = [t.strip() for t in args.task.split(",") if t.strip()]
     if not args.model and not task_names:
         raise UsageError("give --model FILE or --task with one of: " + ", ".join(TASKS))
@@ -106,23 +141,31 @@ def bench(args, argv: list[str]) -> Path:
     if args.learner and len(args.learner) != len(models):
         raise UsageError(f"{len(args.learner)} --learner for {len(models)} models: give one per model, in order")
     old = read_old(args.compare) if args.compare else None
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot write to {out}: {err.strerror}; choose another --out") from None
     info = media.probe(args.video)
+    subjects = [subject(path, (args.learner or [None] * len(models))[n], args) for n, path in enumerate(models)]
+    about = machine()
 
-    cores = machine()["cores"]
-    progress = Progress(total=len(models) * steps_per_model(plan), enabled=not args.quiet)
+    progress = Progress(total=len(models) * plan.steps_per_model, enabled=not args.quiet)
     with progress, tempfile.TemporaryDirectory(prefix="edge-bench-") as work:
         results = []
-        for n, path in enumerate(models):
-            learner = args.learner[n] if args.learner else None
-            result = bench_model(path, learner, args, info, plan, Path(work), progress)
-            result["headline"] = analysis.headline(result, cores)
+        for s in subjects:
+            result = bench_model(s, args, info, plan, Path(work), progress)
+            result["headline"] = analysis.headline(result, about["cores"])
             results.append(result)
-    out = {
-        "video": os.path.basename(args.video), "frames": len_frames(results), "repeats": args.repeat,
-        "warmup": args.warmup, "machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    document = {
+        "video": os.path.basename(args.video), "frames": min(r["frames"] for r in results), "repeats": args.repeat,
+        "warmup": args.warmup, "machine": about, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "edge-bench " + " ".join(argv), "models": results,
     }
-    return report.write(out, Path(args.out), compare_with=args.compare if old else None)
+    try:
+        return report.write(document, out, old=old, old_name=Path(args.compare).name if old else "")
+    except OSError as err:
+        raise OutputError(f"cannot write the report into {out}: {err.strerror}; choose another --out") from None
 
 
 def read_old(path: str) -> dict:
@@ -137,15 +180,31 @@ def read_old(path: str) -> dict:
     return old
 
 
-def len_frames(results: list[dict]) -> int:
-    return min(r["frames"] for r in results)
-
-
-def steps_per_model(plan: dict) -> int:
-    combos = len(plan["backends"]) * len(plan["precisions"])
-    # 4 decode figures, preprocess + postprocess per batch, inference and pipeline per combo and
-    # batch, sinks, two baselines, memory
-    return 4 + 2 * len(plan["batches"]) + 2 * combos * len(plan["batches"]) + 1 + 2 + 1
+def subject(path: str, learner: str | None, args) -> Subject:
+    """Read the model's contract and make both baselines ready, so that nothing the user can fix
+    fails after minutes of measuring."""
+    try:
+        loaded = backends.load(path, threads=args.threads)
+    except ImportError as err:
+        raise ModelError(f"{path}: its backend needs {err.name}, which is not installed") from None
+    contract = parse(loaded.metadata, source=path)
+    runner.check_io(path, loaded, contract)
+    del loaded
+    try:
+        frame_to_result, baseline_contract, device = baselines.hand_loop(model_file(path, "onnxruntime"),
+                                                                          args.device or "cpu")
+        hand = (frame_to_result, device) if baseline_contract == contract else "its .onnx carries another contract"
+    except Unavailable as why:
+        hand = str(why)
+    except Exception as err:  # onnxruntime raises untyped errors for a file it cannot open
+        hand = f"onnxruntime cannot open the .onnx ({last_line(err)})"
+    predict = "no --learner given"
+    if learner:
+        try:
+            predict = baselines.learn_predict(learner, contract)
+        except ImportError as err:
+            predict = f"fastai is not installed ({err.name})"
+    return Subject(path, contract, file_sha256(path), hand, predict)
 
 
 def model_file(path: str, backend: str) -> str:
@@ -162,166 +221,169 @@ def model_file(path: str, backend: str) -> str:
                       f"beside {Path(path).name}{hint}")
 
 
-def bench_model(path: str, learner: str | None, args, info, plan: dict, work: Path, progress) -> dict:
-    loaded = backends.load(path, threads=args.threads)  # the model's contract; a bad file fails here
-    contract = parse(loaded.metadata, source=path)
-    runner.check_io(path, loaded, contract)
-    del loaded
+def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress) -> dict:
     frames = stages.first_frames(args.video, args.frames)
     if not frames:
         raise InputError(f"{args.video}: no frame could be decoded")
-    model = runner.Model(path, contract, backend=None, folder_name=contract.task, sha256=file_sha256(path))
+    model = runner.Model(s.path, s.contract, backend=None, folder_name=s.contract.task, sha256=s.sha256)
     setup = stages.Setup(args.video, info, frames, model, tasks.Options(), args.repeat, args.warmup, work)
-    name = Path(path).name
-    result = {"model": name, "path": os.path.abspath(path), "sha256": model.sha256, "task": contract.task,
-              "producer": contract.producer or "unknown", "input_size": list(contract.input_size),
+    result = {"model": s.name, "path": os.path.abspath(s.path), "sha256": s.sha256, "task": s.contract.task,
+              "producer": s.contract.producer or "unknown", "input_size": list(s.contract.input_size),
               "frames": len(frames), "decode": {}, "preprocess": {}, "inference": [], "postprocess": {},
               "sinks": {}, "pipeline": [], "baselines": {}}
-
-    # the stages alone run with OpenCV's threads as runner.run sets them for this device
-    opencv = 1 if (args.device or "cpu") == "cpu" else None
+    # Stages alone run with OpenCV's threads as runner.run sets them on the first backend's device.
+    on_cpu = backends.default_device(plan.backends[0], args.device) == "cpu"
+    opencv = 1 if on_cpu else None
     result["opencv_threads"] = opencv or "default"
-    with runner.opencv_threads(opencv):
-        batches = stages_before_inference(setup, plan, result, progress)
-    outputs, available = inference(setup, path, args, plan, batches, result, progress)
-    with runner.opencv_threads(opencv):
-        finished = None
-        for b in plan["batches"]:
-            progress.step(f"{name}: postprocess batch {b}")
-            result["postprocess"][str(b)], done = stages.postprocess(setup, batches[b], outputs[b])
-            finished = finished or done
-        progress.step(f"{name}: sinks")
-        result["sinks"] = stages.sinks(setup, finished)
 
-    for backend, precision, file in available:
-        for b in plan["batches"]:
-            progress.step(f"{name}: pipeline {backend} {precision} batch {b}")
-            fig = stages.pipeline(setup, file, backend=backend, device=args.device, precision=precision, batch=b,
-                                  threads=args.threads)
-            result["pipeline"].append({"stage": "pipeline", "backend": backend, "precision": precision,
-                                       "batch": b, **fig})
+    with runner.opencv_threads(opencv):
+        for decoder in media.DECODERS:
+            for kind, convert in (("decode", False), ("decode + RGB", True)):
+                progress.step(f"{s.name}: {kind} ({decoder})")
+                result["decode"].setdefault(decoder, {})[kind] = stages.decode(setup, decoder=decoder,
+                                                                               convert=convert)
+        for b in plan.batches:
+            progress.step(f"{s.name}: preprocess batch {b}")
+            result["preprocess"][str(b)], _ = stages.preprocess(setup, b)
+    ran = inference(setup, s, args, plan, result, progress, opencv)
 
-    progress.step(f"{name}: hand-written loop")
-    result["baselines"]["hand loop"] = hand_loop(setup, path)
-    progress.step(f"{name}: learn.predict")
-    result["baselines"]["learn.predict"] = learn_predict(setup, learner, contract)
-    progress.step(f"{name}: peak memory")
+    for backend, precision, file, b in ran:
+        progress.step(f"{s.name}: pipeline {backend} {precision} batch {b}")
+        row = {"stage": "pipeline", "backend": backend, "precision": precision, "batch": b}
+        try:
+            row.update(stages.pipeline(setup, file, backend=backend, device=args.device, precision=precision,
+                                       batch=b, threads=args.threads))
+        except EdgeError as err:
+            row["failed"] = user_line(err)
+        result["pipeline"].append(row)
+
+    progress.step(f"{s.name}: hand-written loop")
+    result["baselines"]["hand loop"] = baseline(setup, s.hand_loop, "hand loop")
+    progress.step(f"{s.name}: learn.predict")
+    result["baselines"]["learn.predict"] = baseline(setup, s.learn_predict, "learn.predict")
+    progress.step(f"{s.name}: peak memory")
     result["memory"] = peak_memory(setup, result, args)
     return result
 
 
-def stages_before_inference(setup, plan: dict, result: dict, progress) -> dict[int, list]:
-    """Decode figures for each decoder, with and without colour conversion; preprocessing
-    figures and batches for each batch size."""
-    name = result["model"]
-    for decoder in media.DECODERS:
-        for kind, convert in (("decode", False), ("decode + RGB", True)):
-            progress.step(f"{name}: {kind} ({decoder})")
-            result["decode"].setdefault(decoder, {})[kind] = stages.decode(setup, decoder=decoder, convert=convert)
-    batches = {}
-    for b in plan["batches"]:
-        progress.step(f"{name}: preprocess batch {b}")
-        result["preprocess"][str(b)], batches[b] = stages.preprocess(setup, b)
-    return batches
-
-
-def inference(setup, path: str, args, plan: dict, batches: dict, result: dict, progress) -> tuple[dict, list]:
-    """Each backend and precision at each batch size; the outputs of the first that ran (for
-    postprocessing), and which (backend, precision, file) ran."""
-    name = result["model"]
-    outputs, available = {}, []
-    for backend in plan["backends"]:
-        for precision in plan["precisions"]:
+def inference(setup, s: Subject, args, plan: Plan, result: dict, progress, opencv) -> list[tuple]:
+    """Each backend and precision at each batch size, one batch size's data in memory at a time;
+    postprocessing and the sinks measured on the first outputs of each size. Returns the
+    (backend, precision, file, batch) that ran, for the pipeline."""
+    ran, finished = [], None
+    for backend in plan.backends:
+        for precision in plan.precisions:
             head = {"stage": "inference alone", "backend": backend, "precision": precision}
             try:
-                file = model_file(path, backend)
-                loaded = stages.load_backend(file, backend=backend, device=args.device, precision=precision,
-                                             batch=max(plan["batches"]), threads=args.threads)
+                file = model_file(s.path, backend)
+                load = partial(stages.load_backend, file, backend=backend, device=args.device, precision=precision,
+                               threads=args.threads, contract=s.contract)
+                # a TensorRT engine is built for one batch size (the first here); the others take any
+                per_batch = backend == "tensorrt"
+                loaded = load(batch=plan.batches[0] if per_batch else max(plan.batches))
             except Unavailable as why:
                 result["inference"].append({**head, "unavailable": str(why)})
-                progress.skip(2 * len(plan["batches"]))
+                progress.skip(2 * len(plan.batches))
                 continue
-            available.append((backend, precision, file))
-            for b in plan["batches"]:
-                progress.step(f"{name}: {backend} {precision} batch {b}")
-                fig, out = stages.inference(setup, loaded, batches[b])
-                outputs.setdefault(b, out)
-                result["inference"].append({**head, "batch": b, **fig})
-            del loaded
-    if not available:
-        reasons = "; ".join(f"{r['backend']} {r['precision']}: {r['unavailable']}" for r in result["inference"])
-        raise UsageError(f"no backend of --backends {args.backends} can run {name} here ({reasons})")
-    return outputs, available
+            for b in plan.batches:
+                progress.step(f"{s.name}: {backend} {precision} batch {b}")
+                row = {**head, "batch": b}
+                try:
+                    runs = load(batch=b) if per_batch and b != plan.batches[0] else loaded
+                    batches = list(runner.batch_frames(setup.frames, [setup.model], b))
+                    row.update(stages.inference(setup, runs, batches))
+                except Unavailable as why:
+                    row["unavailable"] = str(why)
+                except Exception as err:  # a backend failing at one size (out of GPU memory) is a finding
+                    row["failed"] = f"{type(err).__name__}: {last_line(err)}"
+                result["inference"].append(row)
+                if "fps" not in row:
+                    progress.skip(1)  # its pipeline step
+                    continue
+                ran.append((backend, precision, file, b))
+                if str(b) not in result["postprocess"]:
+                    progress.step(f"{s.name}: postprocess batch {b}")
+                    with runner.opencv_threads(opencv):
+                        result["postprocess"][str(b)], done = stages.postprocess(
+                            setup, batches, stages.outputs(setup, runs, batches))
+                    finished = finished or done
+            loaded = runs = None
+            stages.release_gpu_cache()
+    if not ran:
+        reasons = "; ".join(f"{r['backend']} {r['precision']}: {r.get('unavailable') or r.get('failed')}"
+                            for r in result["inference"])
+        raise UsageError(f"no backend of --backends {args.backends} can run {s.name} here ({reasons})")
+    progress.skip(len(plan.batches) - len(result["postprocess"]))
+    progress.step(f"{s.name}: sinks")
+    with runner.opencv_threads(opencv):
+        result["sinks"] = stages.sinks(setup, finished)
+    return ran
 
 
-def hand_loop(setup, path: str) -> dict:
-    try:
-        onnx_file = model_file(path, "onnxruntime")
-    except Unavailable as why:
-        return {"unavailable": str(why)}
-    frame_to_result, contract = baselines.hand_loop(onnx_file)
-    return baseline(setup, contract, frame_to_result)
+def baseline(setup, way, name: str) -> dict:
+    """A baseline's figures over the same frames, or why it did not run."""
+    if isinstance(way, str):
+        return {"unavailable": way}
+    frame_to_result, device = way if isinstance(way, tuple) else (way, "cpu")
+    short = []
 
-
-def learn_predict(setup, learner: str | None, contract) -> dict:
-    if learner is None:
-        return {"unavailable": "no --learner given"}
-    try:
-        frame_to_result = baselines.learn_predict(learner, contract)
-    except ImportError as err:
-        return {"unavailable": f"fastai is not installed ({err.name})"}
-    return baseline(setup, contract, frame_to_result)
-
-
-def baseline(setup, contract, frame_to_result) -> dict:
     def run(frames: int):
-        folder = setup.scratch()
-        done = baselines.over_video(setup.video, frames, str(folder), contract, frame_to_result)
-        if done != frames:
-            raise InputError(f"{setup.video}: OpenCV read {done} frames, not {frames}; the baselines need the same")
+        done = baselines.over_video(setup.video, frames, str(setup.scratch()), setup.model.contract, frame_to_result)
+        if done < frames:
+            short.append(done)
 
-    return setup.measure(lambda: run(len(setup.frames)), warm=lambda: run(min(WARM_FRAMES, len(setup.frames))))
+    result = setup.measure(lambda: run(len(setup.frames)), warm=lambda: run(min(WARM_FRAMES, len(setup.frames))))
+    if short:
+        return {"unavailable": f"OpenCV read only {min(short)} of the {len(setup.frames)} frames PyAV read, so "
+                               f"{name} would not run on the same frames"}
+    return {**result, "device": device}
 
 
 def peak_memory(setup, result: dict, args) -> dict:
     """Peak RSS of edge-run on the N frames with the best configuration; with --memory-loops,
     also on the whole video and on it looped, to show memory stays flat over a long run."""
     h = analysis.best_pipeline(result)
+    if h is None:
+        return {"runs": []}
     common = ["--model", model_file(result["path"], h["backend"]), "--backend", h["backend"],
               "--precision", h["precision"], "--batch", str(h["batch"]), "--out", str(setup.scratch())]
-    if args.device:
-        common += ["--device", args.device]
+    common += ["--device", args.device] if args.device else []
+    common += ["--threads", str(args.threads)] if args.threads else []
     mb, frames = memory.peak_rss_mb([setup.video, "--end", f"{setup.end_s:.6f}", *common])
     runs = [{"frames": frames, "peak_rss_mb": round(mb, 1)}]
-    if args.memory_loops:
-        looped = memory.loop_video(setup.video, args.memory_loops, str(setup.scratch() / f"looped{Path(setup.video).suffix}"))
-        for video in (setup.video, looped):
-            mb, frames = memory.peak_rss_mb([video, *common])
-            runs.append({"frames": frames, "peak_rss_mb": round(mb, 1)})
-        return {"runs": runs, "growth": round(runs[-1]["peak_rss_mb"] / runs[-2]["peak_rss_mb"] - 1, 4)}
-    return {"runs": runs}
+    if not args.memory_loops:
+        return {"runs": runs}
+    looped = memory.loop_video(setup.video, args.memory_loops, str(setup.scratch() / f"looped{Path(setup.video).suffix}"))
+    for video in (setup.video, looped):
+        mb, frames = memory.peak_rss_mb([video, *common])
+        runs.append({"frames": frames, "peak_rss_mb": round(mb, 1)})
+    return {"runs": runs, "growth": round(runs[-1]["peak_rss_mb"] / runs[-2]["peak_rss_mb"] - 1, 4)}
 
 
 class Progress:
-    """A tqdm bar over the measurement steps, on stderr when it is a terminal."""
+    """Where a long measurement is: a tqdm bar on a terminal, else one line per step (a log)."""
 
     def __init__(self, *, total: int, enabled: bool):
-        self.total, self.enabled, self.bar = total, enabled, None
+        self.total, self.enabled, self.done, self.bar = total, enabled, 0, None
 
     def __enter__(self):
-        if self.enabled:
+        if self.enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, unit="step", file=sys.stderr, dynamic_ncols=True, disable=None)
+            self.bar = tqdm(total=self.total, unit="step", file=sys.stderr, dynamic_ncols=True)
         return self
 
     def step(self, label: str) -> None:
+        self.done += 1
         if self.bar is not None:
             self.bar.set_description_str(label[:60])
             self.bar.update(1)
+        elif self.enabled:
+            print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
 
     def skip(self, steps: int) -> None:
-        if self.bar is not None and steps > 0:
+        self.done += steps
+        if self.bar is not None:
             self.bar.update(steps)
 
     def __exit__(self, *exc):

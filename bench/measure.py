@@ -82,7 +82,8 @@ def significant(x: float, digits: int = 4) -> float:
 
 class GpuSampler:
     """GPU utilization and memory while a measurement runs, from `nvidia-smi -lms` in the
-    background (the driver's view: it sees every backend's allocations, not only torch's)."""
+    background (the driver's view: it sees every backend's allocations, not only torch's, and
+    those of other processes on the same GPU)."""
 
     QUERY = ["--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
 
@@ -93,7 +94,8 @@ class GpuSampler:
 
     def __enter__(self):
         if self.command:
-            self.process = subprocess.Popen([self.command, *self.QUERY, f"-lms={self.period_ms}"],
+            gpu = f"--id={cuda_device()}"
+            self.process = subprocess.Popen([self.command, *self.QUERY, gpu, f"-lms={self.period_ms}"],
                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
             self.reader.start()
@@ -109,6 +111,12 @@ class GpuSampler:
     def figures(self) -> dict:
         """Mean utilization and peak memory of the first GPU; {} without samples."""
         return gpu_figures(self.lines)
+
+
+def cuda_device() -> str:
+    """The GPU that CUDA's device 0 is, as nvidia-smi numbers them."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return visible if visible.isdigit() else "0"
 
 
 def gpu_figures(lines: list[str]) -> dict:

@@ -7,7 +7,7 @@ import sys
 
 import av
 
-from edge.errors import StageError
+from edge.errors import InputError, StageError
 
 
 def peak_rss_mb(edge_run_args: list[str]) -> tuple[float, int]:
@@ -35,15 +35,23 @@ def peak_rss_mb(edge_run_args: list[str]) -> tuple[float, int]:
 
 
 def loop_video(video: str, times: int, path: str) -> str:
-    """The same packets `times` over, timestamps shifted; video only."""
+    """The video stream's packets `times` over, each pass shifted by the clip's span; no audio."""
     with av.open(video) as src, av.open(path, "w") as dst:
         stream = src.streams.video[0]
         out = dst.add_stream_from_template(stream)
-        packets = [p for p in src.demux(stream) if p.size]
-        span = max(p.pts for p in packets) + (packets[1].pts - packets[0].pts)
+        packets = [p for p in src.demux(stream) if p.size and p.pts is not None]
+        if not packets:
+            raise InputError(f"{video}: no timed video packets to loop")
+        times_in = sorted(p.pts for p in packets)
+        steps = [b - a for a, b in zip(times_in, times_in[1:]) if b > a]
+        span = times_in[-1] - times_in[0] + (min(steps) if steps else 1)
+        # the muxer rescales each packet's times in place, so every pass starts from the originals
+        original = [(p.pts, p.dts) for p in packets]
         for n in range(times):
-            for p in packets:
-                p.pts, p.dts = p.pts + (span if n else 0), p.dts + (span if n else 0)
+            for p, (pts, dts) in zip(packets, original):
+                p.pts = pts + n * span
+                p.dts = None if dts is None else dts + n * span
+                p.time_base = stream.time_base
                 p.stream = out
                 dst.mux(p)
     return path

@@ -8,28 +8,27 @@ from .analysis import GOALS, explain, same_config, stages_at
 
 
 def figures_flat(report: dict) -> dict[str, float]:
-    """Every frames/s figure and headline ratio under a stable name, for comparisons."""
+    """Every frames/s figure and headline ratio under a stable name, for comparisons; a report
+    from another version may lack some, and those are left out."""
     flat = {}
-    for m in report["models"]:
-        name = m["model"]
-        for decoder, kinds in m["decode"].items():
+    for m in report.get("models", []):
+        name = m.get("model", "?")
+        for decoder, kinds in m.get("decode", {}).items():
             for kind, fig in kinds.items():
-                flat[f"{name}: {kind} ({decoder}) fps"] = fig["fps"]
-        for batch, fig in m["preprocess"].items():
-            flat[f"{name}: preprocess b{batch} fps"] = fig["fps"]
-        for row in m["inference"] + m["pipeline"]:
-            if "fps" in row:
-                flat[f"{name}: {row['stage']} {row['backend']} {row['precision']} b{row['batch']} fps"] = row["fps"]
-        for batch, fig in m["postprocess"].items():
-            flat[f"{name}: postprocess b{batch} fps"] = fig["fps"]
-        for sink, fig in m["sinks"].items():
-            flat[f"{name}: sink {sink} fps"] = fig["fps"]
-        for baseline, fig in m["baselines"].items():
-            if "fps" in fig:
-                flat[f"{name}: baseline {baseline} fps"] = fig["fps"]
+                flat[f"{name}: {kind} ({decoder}) fps"] = fig.get("fps")
+        for table in ("preprocess", "postprocess"):
+            for batch, fig in m.get(table, {}).items():
+                flat[f"{name}: {table} b{batch} fps"] = fig.get("fps")
+        for row in m.get("inference", []) + m.get("pipeline", []):
+            flat[f"{name}: {row.get('stage')} {row.get('backend')} {row.get('precision')} b{row.get('batch')} fps"] = (
+                row.get("fps"))
+        for sink, fig in m.get("sinks", {}).items():
+            flat[f"{name}: sink {sink} fps"] = fig.get("fps")
+        for baseline, fig in m.get("baselines", {}).items():
+            flat[f"{name}: baseline {baseline} fps"] = fig.get("fps")
         for key, value in ((m.get("headline") or {}).get("ratios") or {}).items():
             flat[f"{name}: pipeline ÷ {key.replace('_', ' ')}"] = value
-    return flat
+    return {k: v for k, v in flat.items() if isinstance(v, (int, float))}
 
 
 def compare(old: dict, new: dict) -> list[tuple[str, float, float, float]]:
@@ -94,7 +93,8 @@ def markdown(report: dict, comparison: list | None = None, old_name: str = "") -
 
 
 def model_section(m: dict, cores: int) -> list[str]:
-    lines = [f"## {m['model']} ({m['task']}, {m['producer']}, input {m['input_size'][0]}x{m['input_size'][1]})", ""]
+    h_, w_ = m["input_size"]
+    lines = [f"## {m['model']} ({m['task']}, {m['producer']}, input {h_} high x {w_} wide)", ""]
     h = m.get("headline")
     if h:
         alone = stages_at(m, h["batch"], same_config(m["inference"], h))
@@ -117,7 +117,8 @@ def model_section(m: dict, cores: int) -> list[str]:
     for row in m["inference"] + m["pipeline"]:
         head = f"| {row['stage']} | {row['backend']} | {row['precision']} | {row.get('batch', '')} |"
         if "fps" not in row:
-            lines.append(f"{head} unavailable: {row['unavailable']} | | | | | | | |")
+            why = f"unavailable: {row['unavailable']}" if "unavailable" in row else f"failed: {row['failed']}"
+            lines.append(f"{head} {why} | | | | | | | |")
             continue
         latency = (f"{row['latency_ms_p50']:.2f} / {row['latency_ms_p95']:.2f}" if "latency_ms_p50" in row else "")
         gpu = f"{row['gpu_util_pct']:.0f}% busy, {row['gpu_memory_mb']} MB" if "gpu_util_pct" in row else ""
@@ -137,10 +138,11 @@ def model_section(m: dict, cores: int) -> list[str]:
     fp = fp16_gain(m)
     if fp:
         lines += ["", "fp16 ÷ fp32, inference alone: " + ", ".join(f"{k} {v:.2f}×" for k, v in fp.items()) + "."]
-    lines += ["", "### Baselines (same frames, same model)", "", f"| way | {FIG_HEAD} |", "|---|---|---|---|---|---|"]
+    lines += ["", "### Baselines (same frames, same model)", "", f"| way | device | {FIG_HEAD} |",
+              "|---|---|---|---|---|---|---|"]
     for name, fig in m["baselines"].items():
-        lines.append(f"| {name} | {_fig_cells(fig)} |" if "fps" in fig else f"| {name} | not measured: "
-                     f"{fig['unavailable']} | | | | |")
+        lines.append(f"| {name} | {fig['device']} | {_fig_cells(fig)} |" if "fps" in fig else
+                     f"| {name} | | not measured: {fig['unavailable']} | | | | |")
     mem = m.get("memory")
     if mem:
         lines += ["", "Peak resident memory of `edge-run` (fresh process): " + "; ".join(
@@ -201,14 +203,12 @@ def plots(report: dict, folder: Path) -> list[str]:
     return ["fps_vs_batch.png", "stages.png"]
 
 
-def write(report: dict, folder: Path, *, compare_with: str | None = None) -> Path:
+def write(report: dict, folder: Path, *, old: dict | None = None, old_name: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    comparison = None
-    if compare_with:
-        comparison = compare(json.loads(Path(compare_with).read_text()), report)
+    comparison = compare(old, report) if old is not None else None
     report["plots"] = plots(report, folder)
     (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report, comparison, Path(compare_with).name if compare_with else "")
+    text = markdown(report, comparison, old_name)
     if not report["plots"]:
         text += "\nPlots: not drawn (matplotlib is not installed).\n"
     (folder / "report.md").write_text(text)

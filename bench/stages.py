@@ -7,8 +7,8 @@ over the same frames, every stage in its own thread, model loading not counted.
 """
 
 import itertools
-import os
 import shutil
+import sys
 import tempfile
 from contextlib import closing
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edge import backends, media, runner, tasks
 from edge.errors import EdgeError, last_line
+from edge.model import Contract, parse
 
 from .measure import GpuSampler, Sample, each_timed, figures, significant, timed
 
@@ -81,26 +82,44 @@ def preprocess(setup: Setup, batch: int) -> tuple[dict, list]:
     return setup.measure(work), made
 
 
-def load_backend(path: str, *, backend: str, device: str | None, precision: str, batch: int, threads: int | None):
+def load_backend(path: str, *, backend: str, device: str | None, precision: str, batch: int, threads: int | None,
+                 contract: Contract):
+    """The backend, or Unavailable with why; a sibling file must carry the model's own contract."""
     try:
-        return backends.load(path, backend=backend, device=device, precision=precision, batch=batch, threads=threads)
+        loaded = backends.load(path, backend=backend, device=device, precision=precision, batch=batch,
+                               threads=threads)
+        same = parse(loaded.metadata, source=path) == contract
     except (EdgeError, ImportError) as err:
         raise Unavailable(last_line(err)) from None
+    if not same:
+        raise Unavailable(f"{Path(path).name} carries another contract than the model measured")
+    return loaded
 
 
-def inference(setup: Setup, loaded, batches: list) -> tuple[dict, list]:
-    """The backend alone on the preprocessed batches: figures (with GPU use on CUDA), and the
-    outputs of one pass for postprocessing."""
-    key = setup.model.preprocess_key
-    inputs = [b.inputs[key] for b in batches]
+def release_gpu_cache() -> None:
+    """torch keeps the GPU memory a backend freed; the next backend's GPU figures must not count it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def inference(setup: Setup, loaded, batches: list) -> dict:
+    """The backend alone on the preprocessed batches, with GPU use on CUDA."""
+    inputs = [b.inputs[setup.model.preprocess_key] for b in batches]
 
     def work():
         return each_timed(loaded.run(x) for x in inputs)[1]
 
+    for _ in range(setup.warmup):  # before sampling: warm-up is where engines allocate
+        work()
     with GpuSampler(enabled=loaded.device.startswith("cuda")) as gpu:
-        result = setup.measure(work)
-    outputs = [loaded.run(x) for x in inputs]
-    return {**result, **gpu.figures(), "device": loaded.device}, outputs
+        samples = timed(work, frames=len(setup.frames), repeats=setup.repeats, warmup=0)
+    return {**figures(samples), **gpu.figures(), "device": loaded.device}
+
+
+def outputs(setup: Setup, loaded, batches: list) -> list:
+    """One pass of raw outputs, for postprocessing."""
+    return [loaded.run(b.inputs[setup.model.preprocess_key]) for b in batches]
 
 
 def postprocess(setup: Setup, batches: list, outputs: list) -> tuple[dict, list]:
@@ -128,37 +147,26 @@ def sinks(setup: Setup, finished: list) -> dict[str, dict]:
     start_s = max(0.0, setup.info.start_s)
     pairs = [(f, r) for b in finished for f, r in zip(b.frames, b.results[name])]
 
+    # each repeat writes into a folder of its own, left for the scratch folder's removal, so
+    # deleting files is not timed
     def one(index: int):
         def work():
-            folder = setup.scratch()
-            ctx = tasks.SinkContext(folder, contract, setup.info, setup.options, start_s, setup.end_s)
+            ctx = tasks.SinkContext(setup.scratch(), contract, setup.info, setup.options, start_s, setup.end_s)
             with module.sinks(ctx)[index] as sink:
                 for frame, result in pairs:
                     sink.write(frame, result)
-            shutil.rmtree(folder)
         return work
 
     probe = tasks.SinkContext(setup.work, contract, setup.info, setup.options, start_s, setup.end_s)
-    result = {sink_name(s): setup.measure(one(i)) for i, s in enumerate(module.sinks(probe))}
+    result = {s.name: setup.measure(one(i)) for i, s in enumerate(module.sinks(probe))}
 
     def together():
-        staging = runner.Staging(setup.scratch())
         counts = {"written": 0, "processed": 0}
-        list(runner.write_sinks(iter(finished), [setup.model], {name: staging}, setup.info, setup.options,
-                                start_s, setup.end_s, counts))
-        staging.discard()
+        list(runner.write_sinks(iter(finished), [setup.model], {name: runner.Staging(setup.scratch())}, setup.info,
+                                setup.options, start_s, setup.end_s, counts))
 
     result["all sinks"] = setup.measure(together)
     return result
-
-
-def sink_name(sink) -> str:
-    """What a sink writes, as a user knows it: 'overlay.mp4', 'scores.csv', …"""
-    names = {"OverlaySink": "overlay.mp4", "TimelineSink": "timeline (csv, json, vtt, png)",
-             "TrackSink": "track.csv + track.json", "MaskSink": "masks/*.png"}
-    kind = type(sink).__name__
-    path = getattr(sink, "path", None)
-    return names.get(kind) or (os.path.basename(path) if path else kind)
 
 
 def pipeline(setup: Setup, model_path: str, *, backend: str, device: str | None, precision: str, batch: int,
@@ -178,7 +186,7 @@ def pipeline(setup: Setup, model_path: str, *, backend: str, device: str | None,
     for _ in range(setup.warmup):
         work()
     runs.clear()
-    with GpuSampler(enabled=device == "cuda" or (device is None and backend == "tensorrt")) as gpu:
+    with GpuSampler(enabled=backends.default_device(backend, device) == "cuda") as gpu:
         for _ in range(setup.repeats):
             work()
     samples = [Sample(s["seconds"]["total"], s["seconds"]["cpu"], s["frames"]["processed"]) for s in runs]

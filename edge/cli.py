@@ -6,7 +6,7 @@ import sys
 import traceback
 
 from . import __version__, tasks
-from .errors import EdgeError
+from .errors import EdgeError, user_line
 from .model import TASKS
 from .runner import run
 
@@ -64,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeError as err:
         if args.debug:
             traceback.print_exc()
-        where = ""
-        if getattr(err, "stage", None) and not str(err).startswith("stage"):
-            where = f" (stage '{err.stage}', frame {err.frame_index})"
-        print(f"edge-run: error: {err}{where}", file=sys.stderr)
+        print(f"edge-run: error: {user_line(err)}", file=sys.stderr)
         return err.exit_code
     if args.json:
         json.dump(summaries, sys.stdout, indent=2)

@@ -11,6 +11,14 @@ def last_line(err: BaseException) -> str:
     return lines[-1][:200] if lines else type(err).__name__
 
 
+def user_line(err: "EdgeError") -> str:
+    """The error as the user sees it: its message, and where in the pipeline when a stage raised
+    an error of its own kind (a StageError's message already says where)."""
+    if getattr(err, "stage", None) and not isinstance(err, StageError):
+        return f"{err} (stage '{err.stage}', frame {err.frame_index})"
+    return str(err)
+
+
 class EdgeError(Exception):
     """Base of every error edge raises on purpose; `str(err)` is the line the user sees."""
 

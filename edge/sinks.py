@@ -53,6 +53,8 @@ class OverlaySink:
     """Every frame of the range, with the latest result drawn on it, into overlay.mp4 with the
     input's audio; frames before the first result are written as they are."""
 
+    name = "overlay.mp4"  # what the sink writes, as the user knows it
+
     def __init__(self, ctx, draw):
         self.ctx, self.draw = ctx, draw
 
@@ -77,6 +79,7 @@ class CsvSink:
 
     def __init__(self, path: Path, columns: list[str], row):
         self.path, self.columns, self.row = path, columns, row
+        self.name = path.name
 
     def __enter__(self):
         self.file = open(self.path, "w", newline="")
@@ -97,6 +100,7 @@ class MaskSink:
 
     def __init__(self, folder: Path, mask_of):
         self.folder, self.mask_of = folder, mask_of
+        self.name = f"{folder.name}/*.png"
 
     def __enter__(self):
         self.folder.mkdir()

@@ -4,7 +4,6 @@ numbers (never their speed), the comparison, the unavailable-backend path, and t
 import json
 import os
 import stat
-import sys
 
 import pytest
 
@@ -22,7 +21,7 @@ def clip(tmp_path):
     return str(path)
 
 
-def bench(args, capsys=None) -> int:
+def bench(args) -> int:
     return cli.main([*args, "--quiet"])
 
 
@@ -53,7 +52,7 @@ def test_report_measures_every_stage_the_pipeline_and_the_hand_loop(tmp_path, cl
         assert set(m[table]) == {"1", "4"}
         for fig in m[table].values():
             check_figure(fig)
-    assert set(m["sinks"]) == {"track.csv + track.json", "overlay.mp4", "all sinks"}
+    assert set(m["sinks"]) == {"track.csv, track.json", "overlay.mp4", "all sinks"}
     for fig in m["sinks"].values():
         check_figure(fig)
 
@@ -240,7 +239,7 @@ def test_the_ceiling_is_the_slowest_stage_or_the_cores():
     assert h["ratios"] == {"inference_alone": 0.9, "hand_loop": 1.5}
     assert h["goals_met"] == {"inference_alone": True, "hand_loop": False}
     assert h["ceiling_ratios"] == {"hand_loop": pytest.approx(100 / 60, rel=1e-3)}
-    assert "Against hand loop the goal of 2× is out of reach too" in analysis.explain(h, fps, 8)
+    assert "Against hand loop the goal of 2× is out of reach: even at its ceiling" in analysis.explain(h, fps, 8)
 
     h = analysis.headline(_result(fps, cpu, pipeline_fps=70, hand_fps=60), cores=1)
     assert h["limited_by"] == "cpu" and h["cpu_ceiling_fps"] == pytest.approx(1000 / 13.6, rel=1e-3)
@@ -248,3 +247,72 @@ def test_the_ceiling_is_the_slowest_stage_or_the_cores():
     text = analysis.explain(h, fps, 1)
     assert "the CPU is the limit" in text and "is out of reach here: inference alone already keeps 1.0 of 1" in text
     assert "3.60 ms of CPU a frame the other stages need" in text
+
+
+def test_progress_is_one_line_per_step_in_a_log(tmp_path, clip, models, capsys):
+    code = cli.main([clip, "--model", models.biwi(), "--frames", "4", "--batch", "1,2", "--repeat", "1",
+                     "--backends", "onnxruntime,tensorrt", "--precision", "fp32", "--device", "cpu",
+                     "--out", str(tmp_path / "r")])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert lines[0] == "[1/20] biwi.onnx: decode (pyav)"
+    # the unavailable tensorrt's inference and pipeline steps are skipped, not shown
+    assert lines[-1] == "[20/20] biwi.onnx: peak memory" and len(lines) == 20 - 4
+
+
+def test_a_clip_shorter_than_frames_is_measured_whole(tmp_path, clip, models):
+    out = tmp_path / "report"
+    assert bench([clip, "--model", models.planet(), "--frames", "100", "--batch", "4", "--repeat", "1",
+                  "--backends", "onnxruntime", "--out", str(out)]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["frames"] == 16 and r["models"][0]["memory"]["runs"][0]["frames"] == 16
+
+
+def test_a_torch_program_is_measured_with_its_onnx_sibling(tmp_path, clip, exported_camvid):
+    _, onnx = exported_camvid
+    out = tmp_path / "report"
+    assert bench([clip, "--model", str(onnx.with_suffix(".pt2")), "--frames", "6", "--batch", "2", "--repeat", "1",
+                  "--backends", "torch,onnxruntime", "--precision", "fp32", "--out", str(out)]) == 0
+    (m,) = json.loads((out / "report.json").read_text())["models"]
+    assert m["model"] == "camvid.pt2"
+    assert [(row["backend"], "fps" in row) for row in m["pipeline"]] == [("torch", True), ("onnxruntime", True)]
+    assert "fps" in m["baselines"]["hand loop"]  # the loop runs the .onnx beside the program
+
+
+def test_cuda_on_a_machine_without_it_lists_every_reason(tmp_path, clip, models, capsys):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    code = bench([clip, "--model", models.biwi(), "--device", "cuda", "--backends", "onnxruntime",
+                  "--precision", "fp32", "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "onnxruntime fp32: --device cuda: this onnxruntime has no CUDA" in err
+
+
+def test_a_baseline_that_reads_fewer_frames_is_reported_not_timed(tmp_path, clip, models, monkeypatch):
+    monkeypatch.setattr(cli.baselines, "over_video", lambda video, frames, *a: frames - 1)
+    out = tmp_path / "report"
+    assert bench([clip, "--model", models.biwi(), "--frames", "8", "--batch", "4", "--repeat", "1",
+                  "--backends", "onnxruntime", "--out", str(out)]) == 0
+    (m,) = json.loads((out / "report.json").read_text())["models"]
+    assert m["baselines"]["hand loop"] == {
+        "unavailable": "OpenCV read only 7 of the 8 frames PyAV read, so hand loop would not run on the same frames"}
+    assert "hand_loop" not in m["headline"]["ratios"]
+
+
+@pytest.mark.parametrize("container, codec", [("clip.mp4", "libx264"), ("clip.avi", "mpeg4")])
+def test_looping_keeps_every_frame_and_its_spacing(tmp_path, container, codec):
+    import av
+
+    from bench.memory import loop_video
+
+    src = tmp_path / container
+    make_clip(src, [square(48, 64, 10, 2 * i) for i in range(10)], fps=10, codec=codec)
+    looped = loop_video(str(src), 3, str(tmp_path / f"looped{src.suffix}"))
+    with av.open(looped) as c:
+        times = sorted(float(f.time) for f in c.decode(video=0))
+    assert len(times) == 30
+    assert times == pytest.approx([i / 10 for i in range(30)], abs=1e-3)

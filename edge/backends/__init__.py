@@ -53,12 +53,17 @@ def resolve(path: str, backend: str) -> str:
     return BY_EXTENSION.get(os.path.splitext(path)[1].lower(), "onnxruntime")
 
 
+def default_device(backend: str, device: str | None) -> str:
+    """The device a resolved backend runs on when none is asked for: TensorRT only has the GPU."""
+    return device or ("cuda" if backend == "tensorrt" else "cpu")
+
+
 def load(path: str, *, backend: str = "auto", device: str | None = None, threads: int | None = None,
          batch: int | None = None, precision: str | None = None) -> Backend:
     """`device` None means the backend's own: cuda for TensorRT, cpu for the others; `precision`
     None means the fastest the backend offers there: fp16 on the GPU, fp32 on the CPU."""
     name = resolve(path, backend)
-    device = device or ("cuda" if name == "tensorrt" else "cpu")
+    device = default_device(name, device)
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
     precision = check_precision(name, device, precision)

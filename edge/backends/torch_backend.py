@@ -18,7 +18,6 @@ from . import check_file, onnx_type
 from .ort import default_threads
 
 CONTRACT_FILE = "edge.contract.json"
-# onnxruntime's spelling of input types, which the runner checks against the contract.
 
 
 class TorchBackend:

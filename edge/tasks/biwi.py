@@ -97,6 +97,8 @@ class Trail:
 class TrackSink:
     """track.csv row by row; track.json at the end (its points are already in the CSV's order)."""
 
+    name = "track.csv, track.json"
+
     def __init__(self, ctx):
         self.ctx = ctx
 

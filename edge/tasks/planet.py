@@ -35,6 +35,8 @@ def sinks(ctx) -> list:
 class TimelineSink:
     """Feeds processed frames to the interval builder; writes the timeline files on success."""
 
+    name = "timeline.csv, timeline.json, tags.vtt, timeline.png"
+
     def __init__(self, ctx, tags, thresholds):
         self.ctx, self.tags, self.thresholds = ctx, tags, thresholds
         self.builder = TimelineBuilder(tags, thresholds=thresholds, min_duration_s=ctx.options.min_duration_s)
