@@ -14,10 +14,14 @@ class Frame:
     so variable-frame-rate input keeps its real times. `image` is HxWx3 uint8 RGB, upright,
     or None when no stage needs this frame's pixels. `selected` says whether the frame goes
     through inference (`--stride`, `--sample-fps`); unselected frames still reach the sinks,
-    which hold the last result so overlays keep the input's frame count.
+    which hold the last result so overlays keep the input's frame count. `planes`, when the
+    decoder was asked for them (no sink needs the frame's RGB), holds the frame's I420 planes
+    as one (h*3/2, w) uint8 array instead, and `image` is None: the model's preprocessing then
+    converts only the few pixels it keeps.
     """
 
     index: int
     pts_s: float
     image: np.ndarray | None
     selected: bool = True
+    planes: np.ndarray | None = None

@@ -14,6 +14,9 @@ import numpy as np
 from .model import Contract
 
 NO_CLASS = 255  # mask value for frame pixels the model never saw (outside a crop window)
+# BT.601 limited range, YUV → RGB, as cv2's COLOR_YUV2RGB_I420 computes it
+_YUV_OFFSET = np.array([16, 128, 128], np.float32)
+_YUV_TO_RGB = np.array([[1.164, 0.0, 1.596], [1.164, -0.391, -0.813], [1.164, 2.018, 0.0]], np.float32)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,31 @@ class Window:
             inner, top, mh - inner_h - top, left, mw - inner_w - left, cv2.BORDER_REFLECT_101, dst=out
         )
 
+    def resize_planes(self, planes: np.ndarray, out: np.ndarray) -> None:
+        """As resize_image, from a frame's I420 planes: each plane's window is resampled to the
+        model's size (chroma from half resolution), then only those pixels are converted, with
+        the BT.601 limited-range matrix of cv2's I420 conversion. Resampling before converting
+        differs from converting first only where colours clip: within a level or two. Where the
+        chroma would be enlarged, or the window reaches outside the frame (pad), it converts the
+        frame first, as resize_image's callers do."""
+        fh, fw = self.frame_size
+        mh, mw = self.model_size
+        inside = self.width <= fw and self.height <= fh
+        if not (inside and self.height / 2 >= mh and self.width / 2 >= mw):
+            self.resize_image(cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420), out)
+            return
+        x0, y0 = int(round(self.x0)), int(round(self.y0))
+        w, h = int(round(self.width)), int(round(self.height))
+        chroma = planes[fh:].reshape(2, fh // 2, fw // 2)
+        regions = [planes[y0 : y0 + h, x0 : x0 + w]] + [
+            plane[y0 // 2 : (y0 + h + 1) // 2, x0 // 2 : (x0 + w + 1) // 2] for plane in chroma]
+        yuv = np.empty((mh, mw, 3), np.float32)
+        for n, region in enumerate(regions):
+            yuv[..., n] = cv2.resize(region, (mw, mh), interpolation=_interpolation(region.shape, (mh, mw)))
+        rgb = cv2.transform(yuv - _YUV_OFFSET, _YUV_TO_RGB)
+        np.clip(np.rint(rgb), 0, 255, out=rgb)
+        out[...] = rgb
+
     def mask_to_frame(self, mask: np.ndarray) -> np.ndarray:
         """A class-id map at model size to frame size (nearest), NO_CLASS where the model saw nothing."""
         mh, mw = self.model_size
@@ -89,10 +117,14 @@ class Preprocessor:
         return self._windows[frame_size]
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
+        """One input batch from RGB images, or from I420 planes (2-D arrays, h*3/2 x w)."""
         mh, mw = self.contract.input_size
         batch = np.empty((len(images), mh, mw, 3), np.uint8)
         for image, out in zip(images, batch):
-            self.window(image.shape[:2]).resize_image(image, out)
+            if image.ndim == 2:
+                self.window(planes_size(image)).resize_planes(image, out)
+            else:
+                self.window(image.shape[:2]).resize_image(image, out)
         if self.contract.channel_order == "BGR":
             batch = np.ascontiguousarray(batch[..., ::-1])
         if self.contract.input_format == "uint8_nhwc":
@@ -103,3 +135,8 @@ class Preprocessor:
             mean, inv_std = mean[::-1], inv_std[::-1]
         normalized = (batch.astype(np.float32) - mean) * inv_std
         return np.ascontiguousarray(normalized.transpose(0, 3, 1, 2))
+
+
+def planes_size(planes: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the frame whose I420 planes these are."""
+    return planes.shape[0] * 2 // 3, planes.shape[1]

@@ -25,7 +25,7 @@ from edge.errors import InputError, OutputError, UsageError
 from edge.frames import Frame
 
 DECODERS = ("pyav", "opencv")
-PIXELS = ("all", "selected")
+PIXELS = ("all", "selected", "planes")
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast",
     "medium", "slow", "slower", "veryslow", "placebo",
@@ -145,8 +145,10 @@ def read_frames(
 
     Every frame in range is yielded; `stride` (every Nth) or `sample_fps` (at most F per
     second of stream time) marks which are `selected`. With pixels="selected" the others
-    come with image=None, which skips their colour conversion, the costly part. Options
-    are checked here; the file is opened on the first `next()`.
+    come with image=None, which skips their colour conversion, the costly part; with
+    pixels="planes" the selected ones also skip it where they can, coming as I420 planes
+    (Frame.planes; PyAV decoder, plain BT.601 yuv420p, no rotation). Options are checked
+    here; the file is opened on the first `next()`.
     """
     select = check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps)
     _check_choice("pixels", pixels, PIXELS)
@@ -455,6 +457,9 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Frame]
             if end_s is not None and pts_s >= end_s:
                 return
             selected = select(pts_s)
+            if pixels == "planes" and selected and _plain_i420(frame) and not _quarter_turns(frame.rotation):
+                yield Frame(frame_index, pts_s, None, selected, planes=frame.to_ndarray())
+                continue
             image = _rgb(frame) if selected or pixels == "all" else None
             yield Frame(frame_index, pts_s, image, selected)
 
@@ -523,15 +528,20 @@ def _opencv_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Fram
         capture.release()
 
 
-def _rgb(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as upright HxWx3 uint8 RGB, C-contiguous."""
-    if (
+def _plain_i420(frame: av.VideoFrame) -> bool:
+    """yuv420p of even size in BT.601 limited range: what cv2's I420 conversion implements."""
+    return (
         frame.format.name == "yuv420p"
         and frame.width % 2 == 0
         and frame.height % 2 == 0
         and frame.colorspace in _BT601
         and frame.color_range != _FULL_RANGE
-    ):
+    )
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as upright HxWx3 uint8 RGB, C-contiguous."""
+    if _plain_i420(frame):
         # swscale's colours within rounding, about twice as fast; to_ndarray() gives the
         # I420 planes stacked as one (h*3/2, w) array.
         rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)

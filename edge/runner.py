@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__, backends, media, tasks
 from .errors import InputError, Interrupted, ModelError, UsageError
 from .frames import Frame
-from .geometry import Preprocessor
+from .geometry import Preprocessor, planes_size
 from .model import TASKS, Contract, file_sha256, parse
 from .pipeline import Pipeline, Stage
 from .sinks import Staging, write_json
@@ -204,7 +204,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
         stages = [
             Stage("decode", lambda: media.read_frames(
                 info.path, decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
-                pixels="all" if needs_all_pixels else "selected", stats=stats)),
+                pixels="all" if needs_all_pixels else "planes", stats=stats)),
             Stage("preprocess", lambda frames: batch_frames(frames, models, batch)),
             Stage("infer", lambda batches: infer(batches, models)),
             Stage("postprocess", lambda batches: postprocess(batches, models, options)),
@@ -313,11 +313,12 @@ def batch_frames(frames, models: list[Model], size: int):
 
 def _prepare(frames: list[Frame], preprocessors: dict) -> Batch:
     batch = Batch(frames)
-    images = [f.image for f in batch.selected]
+    images = [f.image if f.image is not None else f.planes for f in batch.selected]
     if images:
+        sizes = [image.shape[:2] if image.ndim == 3 else planes_size(image) for image in images]
         for key, prep in preprocessors.items():
             batch.inputs[key] = prep(images)
-            batch.windows[key] = [prep.window(image.shape[:2]) for image in images]
+            batch.windows[key] = [prep.window(size) for size in sizes]
     return batch
 
 

@@ -1,7 +1,8 @@
+import cv2
 import numpy as np
 import pytest
 
-from edge.geometry import NO_CLASS, Preprocessor, Window
+from edge.geometry import NO_CLASS, Preprocessor, Window, planes_size
 from edge.model import Contract
 
 
@@ -70,3 +71,27 @@ def test_float_input_is_normalized_nchw_and_bgr_reordered():
     assert x.shape == (1, 3, 2, 2) and x.dtype == np.float32
     # BGR order: channel 0 is blue (mean 0, std 1), channel 2 is red ((1 - .5) / .5)
     assert np.allclose(x[0, 0], 0.0) and np.allclose(x[0, 1], -1.0) and np.allclose(x[0, 2], 1.0)
+
+
+def colourful(h=120, w=160) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) % 256], -1).astype(np.uint8)
+    rgb[20:60, 40:90] = (250, 30, 40)  # a saturated block: its edges are where clipping can differ
+    return rgb
+
+
+@pytest.mark.parametrize("method, size", [("squish", (24, 32)), ("crop", (16, 16)), ("pad", (16, 16)),
+                                          ("squish", (100, 140))])
+def test_planes_preprocess_like_their_rgb(method, size):
+    """Resampling the I420 planes then converting matches converting then resampling, within
+    rounding; where the chroma would be enlarged or padded, the frame is converted first."""
+    planes = cv2.cvtColor(colourful(), cv2.COLOR_RGB2YUV_I420)
+    rgb = cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420)
+    c = Contract(task="planet", input_size=size, input_format="uint8_nhwc", output="probabilities",
+                 resize=method, classes=("a",), thresholds=(0.2,))
+    prep = Preprocessor(c)
+    ours, theirs = prep([planes]).astype(int), prep([rgb]).astype(int)
+    assert np.abs(ours - theirs).max() <= 4 and np.abs(ours - theirs).mean() < 1
+    converted_first = method == "pad" or size[0] > 60
+    assert (ours == theirs).all() == converted_first  # the planes path ran where it should
+    assert planes_size(planes) == (120, 160)

@@ -195,11 +195,27 @@ def test_selected_pixels_only(clips, decoder):
     assert [f.index for f in frames if f.selected] == [0, 4, 8]
 
 
+def test_planes_come_for_selected_plain_yuv420p_frames(clips, tmp_path):
+    frames = list(read_frames(clips["cfr"], stride=4, pixels="planes"))
+    assert [f.planes is not None for f in frames] == [f.selected for f in frames]
+    assert all(f.image is None for f in frames)
+    rgb = next(read_frames(clips["cfr"]))
+    assert frames[0].planes.shape == (rgb.image.shape[0] * 3 // 2, rgb.image.shape[1])
+    # where the planes would need swscale or a turn, the frame comes as RGB as before
+    for name, options in (("444.mp4", dict(pix_fmt="yuv444p")), ("rot.mp4", dict(rotation=90))):
+        make_clip(tmp_path / name, [square(48, 64, 0, 0)] * 2, **options)
+        frame = next(read_frames(tmp_path / name, pixels="planes"))
+        assert frame.planes is None and frame.image is not None
+    # OpenCV gives no planes: its frames come as RGB
+    frame = next(read_frames(clips["cfr"], decoder="opencv", pixels="planes"))
+    assert frame.planes is None and frame.image is not None
+
+
 @pytest.mark.parametrize(
     "options, words",
     [
         ({"decoder": "ffmpeg"}, "pyav, opencv"),
-        ({"pixels": "some"}, "all, selected"),
+        ({"pixels": "some"}, "all, selected, planes"),
         ({"stride": 0}, "stride"),
         ({"sample_fps": 0}, "sample_fps"),
         ({"stride": 2, "sample_fps": 5}, "not both"),
