@@ -25,7 +25,7 @@ def same_config(rows: list[dict], row: dict) -> dict | None:
 def stages_at(result: dict, batch: int, inference: dict) -> dict[str, dict]:
     """The pipeline's stages alone, as the pipeline runs them (PyAV decoder, one batch size)."""
     return {
-        "decode + RGB": result["decode"]["pyav"]["decode + RGB"],
+        "decode": result["decode"]["pyav"][result["pipeline_decode"]],
         "preprocess": result["preprocess"][str(batch)],
         "inference": inference,
         "postprocess": result["postprocess"][str(batch)],

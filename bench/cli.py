@@ -69,9 +69,9 @@ class Plan:
     @property
     def steps_per_model(self) -> int:
         combos = len(self.backends) * len(self.precisions)
-        # decode figures, preprocess and postprocess per batch, inference and pipeline per combo
-        # and batch, sinks, two baselines, memory
-        return 2 * len(media.DECODERS) + 2 * len(self.batches) + 2 * combos * len(self.batches) + 1 + 2 + 1
+        # preprocess and postprocess per batch, inference and pipeline per combo and batch, sinks,
+        # two baselines, memory
+        return 2 * len(self.batches) + 2 * combos * len(self.batches) + 1 + 2 + 1
 
 
 @dataclass
@@ -150,7 +150,8 @@ def bench(args, argv: list[str]) -> Path:
     subjects = [subject(path, (args.learner or [None] * len(models))[n], args) for n, path in enumerate(models)]
     about = machine()
 
-    progress = Progress(total=len(models) * plan.steps_per_model, enabled=not args.quiet)
+    steps = sum(plan.steps_per_model + len(decodes(runner.pixels_for([s.contract.task]))) for s in subjects)
+    progress = Progress(total=steps, enabled=not args.quiet)
     with progress, tempfile.TemporaryDirectory(prefix="edge-bench-") as work:
         results = []
         for s in subjects:
@@ -222,26 +223,26 @@ def model_file(path: str, backend: str) -> str:
 
 
 def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress) -> dict:
-    frames = stages.first_frames(args.video, args.frames)
+    model = runner.Model(s.path, s.contract, backend=None, folder_name=s.contract.task, sha256=s.sha256)
+    pixels = runner.pixels_for([s.contract.task])
+    frames = stages.first_frames(args.video, args.frames, pixels)  # as the pipeline's decoder gives them
     if not frames:
         raise InputError(f"{args.video}: no frame could be decoded")
-    model = runner.Model(s.path, s.contract, backend=None, folder_name=s.contract.task, sha256=s.sha256)
     setup = stages.Setup(args.video, info, frames, model, tasks.Options(), args.repeat, args.warmup, work)
     result = {"model": s.name, "path": os.path.abspath(s.path), "sha256": s.sha256, "task": s.contract.task,
               "producer": s.contract.producer or "unknown", "input_size": list(s.contract.input_size),
               "frames": len(frames), "decode": {}, "preprocess": {}, "inference": [], "postprocess": {},
-              "sinks": {}, "pipeline": [], "baselines": {}}
+              "sinks": {}, "pipeline": [], "baselines": {},
+              "pipeline_decode": "decode + RGB" if pixels == "all" else "decode + planes"}
     # Stages alone run with OpenCV's threads as runner.run sets them on the first backend's device.
     on_cpu = backends.default_device(plan.backends[0], args.device) == "cpu"
     opencv = 1 if on_cpu else None
     result["opencv_threads"] = opencv or "default"
 
     with runner.opencv_threads(opencv):
-        for decoder in media.DECODERS:
-            for kind, convert in (("decode", False), ("decode + RGB", True)):
-                progress.step(f"{s.name}: {kind} ({decoder})")
-                result["decode"].setdefault(decoder, {})[kind] = stages.decode(setup, decoder=decoder,
-                                                                               convert=convert)
+        for decoder, kind in decodes(pixels):
+            progress.step(f"{s.name}: {kind} ({decoder})")
+            result["decode"].setdefault(decoder, {})[kind] = stages.decode(setup, decoder=decoder, kind=kind)
         for b in plan.batches:
             progress.step(f"{s.name}: preprocess batch {b}")
             result["preprocess"][str(b)], _ = stages.preprocess(setup, b)
@@ -264,6 +265,13 @@ def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress) -> dic
     progress.step(f"{s.name}: peak memory")
     result["memory"] = peak_memory(setup, result, args)
     return result
+
+
+def decodes(pixels: str) -> list[tuple[str, str]]:
+    """(decoder, kind) measured: each decoder without and with RGB, and PyAV the way the
+    pipeline reads when it only needs planes."""
+    kinds = [(decoder, kind) for decoder in media.DECODERS for kind in ("decode", "decode + RGB")]
+    return kinds + [("pyav", "decode + planes")] if pixels == "planes" else kinds
 
 
 def inference(setup, s: Subject, args, plan: Plan, result: dict, progress, opencv) -> list[tuple]:

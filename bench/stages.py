@@ -21,6 +21,9 @@ from edge.model import Contract, parse
 from .measure import GpuSampler, Sample, each_timed, figures, significant, timed
 
 NOTHING_SELECTED = 10**9  # a stride no clip reaches: only the first frame gets converted
+# read_frames' options for each way of decoding measured
+DECODE_KINDS = {"decode": dict(pixels="selected", stride=NOTHING_SELECTED), "decode + RGB": dict(pixels="all"),
+                "decode + planes": dict(pixels="planes")}
 
 
 class Unavailable(Exception):
@@ -52,17 +55,17 @@ class Setup:
         return Path(tempfile.mkdtemp(dir=self.work))
 
 
-def first_frames(video: str, n: int) -> list:
-    with closing(media.read_frames(video)) as frames:
+def first_frames(video: str, n: int, pixels: str) -> list:
+    with closing(media.read_frames(video, pixels=pixels)) as frames:
         return list(itertools.islice(frames, n))
 
 
-def decode(setup: Setup, *, decoder: str, convert: bool) -> dict:
-    """Our decoder over the N frames; without `convert` frames stay in the decoder's own format
-    (PyAV's yuv planes, OpenCV's grab without retrieve)."""
+def decode(setup: Setup, *, decoder: str, kind: str) -> dict:
+    """Our decoder over the N frames: "decode" leaves them in the decoder's own format (PyAV's
+    frames, OpenCV's grab without retrieve), "decode + RGB" converts every frame, "decode +
+    planes" copies out the I420 planes (PyAV)."""
     def work():
-        frames = media.read_frames(setup.video, decoder=decoder, pixels="all" if convert else "selected",
-                                   stride=1 if convert else NOTHING_SELECTED)
+        frames = media.read_frames(setup.video, decoder=decoder, **DECODE_KINDS[kind])
         with closing(frames):
             for _ in itertools.islice(frames, len(setup.frames)):
                 pass

@@ -194,7 +194,6 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             progress) -> dict:
     started_at = datetime.datetime.now(datetime.timezone.utc)
     wall, cpu = time.perf_counter(), time.process_time()
-    needs_all_pixels = any(m.contract.task in ("camvid", "biwi") for m in models)
     stats = media.DecodeStats()
     counts = {"written": 0, "processed": 0}
     stagings: dict[str, Staging] = {}
@@ -204,7 +203,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
         stages = [
             Stage("decode", lambda: media.read_frames(
                 info.path, decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
-                pixels="all" if needs_all_pixels else "planes", stats=stats)),
+                pixels=pixels_for(m.contract.task for m in models), stats=stats)),
             Stage("preprocess", lambda frames: batch_frames(frames, models, batch)),
             Stage("infer", lambda batches: infer(batches, models)),
             Stage("postprocess", lambda batches: postprocess(batches, models, options)),
@@ -281,6 +280,12 @@ def model_record(m: Model) -> dict:
     return {"path": os.path.abspath(m.path), "sha256": m.sha256, "task": m.contract.task,
             "backend": m.backend.name, "device": m.backend.device,
             "producer": m.contract.producer, "producer_version": m.contract.producer_version}
+
+
+def pixels_for(task_names) -> str:
+    """What the decoder must give: every frame's RGB when a task draws an overlay, else only the
+    selected frames' I420 planes, which preprocessing converts at the model's size."""
+    return "all" if any(task in ("camvid", "biwi") for task in task_names) else "planes"
 
 
 def expected_frames(info: media.VideoInfo, start_s: float | None, end_s: float | None) -> int | None:
