@@ -228,7 +228,8 @@ def _result(stage_fps: dict, stage_cpu_ms: dict, pipeline_fps: float, hand_fps: 
         "sinks": {"all sinks": fig(stage_fps["sinks"], stage_cpu_ms["sinks"])},
         "inference": [{**config, **fig(stage_fps["inference"], stage_cpu_ms["inference"])}],
         "pipeline": [{**config, "fps": pipeline_fps}],
-        "baselines": {"hand loop": {"fps": hand_fps}, "learn.predict": {"unavailable": "no --learner given"}},
+        "baselines": {"hand loop": {"fps": hand_fps, "cpu_ms_per_frame": 30, "cpu_cores_used": 1.8},
+                      "learn.predict": {"unavailable": "no --learner given"}},
     }
 
 
@@ -241,7 +242,9 @@ def test_the_ceiling_is_the_slowest_stage_or_the_cores():
     assert h["ratios"] == {"inference_alone": 0.9, "hand_loop": 1.5}
     assert h["goals_met"] == {"inference_alone": True, "hand_loop": False}
     assert h["ceiling_ratios"] == {"hand_loop": pytest.approx(100 / 60, rel=1e-3)}
-    assert "Against hand loop the goal of 2× is out of reach: even at its ceiling" in analysis.explain(h, fps, 8)
+    text = analysis.explain(h, fps, 8)
+    assert "Against hand loop the goal of 2× is out of reach: even at its ceiling" in text
+    assert "The hand loop baseline itself keeps 1.8 of 8 cores busy" in text and "need 13.60 ms against its 30.00" in text
 
     h = analysis.headline(_result(fps, cpu, pipeline_fps=70, hand_fps=60), cores=1)
     assert h["limited_by"] == "cpu" and h["cpu_ceiling_fps"] == pytest.approx(1000 / 13.6, rel=1e-3)
