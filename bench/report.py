@@ -178,6 +178,8 @@ def plots(report: dict, folder: Path) -> list[str]:
         ax.set(title=f"{m['model']} ({m['task']})", xlabel="batch", ylabel="frames/s", xscale="log")
         ax.set_xticks(sorted({r["batch"] for r in m["inference"] if "batch" in r}) or [1])
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.minorticks_off()
+        ax.set_ylim(bottom=0)  # from zero, so the gap between the lines reads as the ratio it is
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "fps_vs_batch.png", dpi=100)
