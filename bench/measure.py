@@ -151,13 +151,22 @@ def machine() -> dict:
         "versions": {
             "edge": version("edge"), "numpy": version("numpy"),
             "onnxruntime": version("onnxruntime", "onnxruntime-gpu"), "torch": version("torch"),
-            "tensorrt": version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "av": version("av"),
+            "tensorrt": version("tensorrt", "tensorrt-cu12", "tensorrt-cu13") or jetpack_tensorrt(), "av": version("av"),
             "opencv": version("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
             "fastai": version("fastai"),
         },
         "gpus": gpus(),
     }
     return info
+
+
+def jetpack_tensorrt() -> str | None:
+    """JetPack installs TensorRT's Python module from a deb, with no package metadata to read."""
+    try:
+        import tensorrt
+    except Exception:  # absent, or present but broken: either way there is no version to report
+        return None
+    return getattr(tensorrt, "__version__", None)
 
 
 def gpus() -> list[dict]:
