@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edge-run: error: {user_line(err)}", file=sys.stderr)
         return err.exit_code
+    for s in summaries:
+        for line in warnings(s):
+            print(f"edge-run: warning: {line}", file=sys.stderr)
     if args.json:
         json.dump(summaries, sys.stdout, indent=2)
         print()
@@ -77,6 +80,20 @@ def main(argv: list[str] | None = None) -> int:
                   f"in {s['seconds']['total']:.1f} s ({s['frames_per_s']} frames/s) -> "
                   f"{', '.join(s['outputs'].values())}")
     return 0
+
+
+def warnings(summary: dict) -> list[str]:
+    """What a finished run must not keep quiet about."""
+    out, f = [], summary["frames"]
+    early = summary["stopped_early"]
+    if early:
+        out.append(f"{summary['input']} ends at {early['at_s']} s of the {early['expected_end_s']} s its container "
+                   f"declares: the file is cut short or damaged; every frame before was processed")
+    if f["nonfinite_output"]:
+        out.append(f"{summary['input']}: the model gave NaN or Inf for {f['nonfinite_output']} frames (the first at "
+                   f"{f['nonfinite_times_s'][0]} s), which have no result; check the model with edge-export's "
+                   f"parity gate, or run it in fp32")
+    return out
 
 
 def _run(args) -> list[dict]:

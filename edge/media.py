@@ -36,6 +36,9 @@ TEXT_FORMATS = ("tty",)
 TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")
 MAX_CORRUPT_TIMES = 1000
 REORDER_FRAMES = 4  # how far a file's frame times may be shuffled and still come out right
+# A frame time this far past the previous one is damage, not a pause in recording (a flipped
+# bit in an MPEG-TS timestamp jumps hours ahead; mp4 cannot even store such a gap at 90 kHz).
+MAX_TIME_JUMP_S = 3600.0
 
 # Matrices cv2's I420 conversion implements (BT.601); "unspecified" is what FFmpeg assumes
 # for untagged video too, so only BT.709/BT.2020 or full-range frames need swscale.
@@ -113,7 +116,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             frame_count = round(duration_s * fps)
         else:
             frame_count = None
-        audio = container.streams.audio
+        audio = _audio_stream(container)
         return VideoInfo(
             path=path,
             width=width,
@@ -126,7 +129,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             codec=ctx.codec.canonical_name,
             pix_fmt=ctx.pix_fmt or "unknown",
             rotation=rotation,
-            audio_codec=audio[0].codec_context.codec.canonical_name if audio else None,
+            audio_codec=audio.codec_context.codec.canonical_name if audio else None,
         )
 
 
@@ -318,7 +321,7 @@ class _AudioTrack:
         """The track for the first audio stream of `path`, or None when it has none."""
         source = _open_input(path)
         try:
-            if source.streams.audio:
+            if _audio_stream(source) is not None:
                 return cls(out, source, start_s, end_s, mux)
         except BaseException:
             source.close()
@@ -331,7 +334,7 @@ class _AudioTrack:
         self._mux = mux
         self._start_s = start_s
         self._end_s = end_s
-        self._src = source.streams.audio[0]
+        self._src = _audio_stream(source)
         self._copy = self._src.codec_context.codec.canonical_name in MP4_AUDIO_COPY
         if self._copy:
             self._dst = out.add_stream_from_template(self._src)
@@ -345,6 +348,7 @@ class _AudioTrack:
             self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=1024)
             self._samples = None  # output pts in samples, set by the first frame
         self._packets = self._in.demux(self._src)
+        self._last_dts = None
         self._next = self._read()
 
     def mux_until(self, t_s: float | None) -> None:
@@ -385,6 +389,12 @@ class _AudioTrack:
             packet.pts -= self._shift
             if packet.dts is not None:
                 packet.dts -= self._shift
+            # A damaged file's audio times can go backwards; the muxer refuses those (and then
+            # the whole file), so such a packet is dropped: a moment of sound, not the run.
+            dts = packet.dts if packet.dts is not None else packet.pts
+            if self._last_dts is not None and dts <= self._last_dts:
+                return
+            self._last_dts = dts
             self._mux(packet)
         else:
             self._encode(self._decode(packet))
@@ -477,7 +487,15 @@ def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
             stats.add_corrupt(float(packet.pts * packet.time_base) if known else pts_s or 0.0)
             continue
         for frame in decoded:
-            pts_s = float(frame.time) if frame.pts is not None else (pts_s + step if pts_s is not None else 0.0)
+            time_s = float(frame.time) if frame.pts is not None else None
+            if pts_s is None:
+                pts_s = time_s if time_s is not None else 0.0
+            elif time_s is None or time_s - pts_s > MAX_TIME_JUMP_S:
+                if time_s is not None:
+                    stats.add_corrupt(pts_s + step)
+                pts_s += step
+            else:
+                pts_s = time_s
             stats.decoded += 1
             yield frame, pts_s
 
@@ -564,11 +582,12 @@ def _open_input(path: str) -> av.container.InputContainer:
     if os.path.getsize(path) == 0:
         raise InputError(f"input video is empty (0 bytes): {path}; copy or download it again")
     try:
-        return av.open(path)
+        # a damaged file's metadata may not be text; that must not stop the frames being read
+        return av.open(path, metadata_errors="replace")
     except (av.FFmpegError, OSError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise InputError(
-            f"{path} is not a video FFmpeg can read ({reason}); check it is a video file"
+            f"{path} is not a video FFmpeg can read ({reason}); check it is a video file, copied whole"
         ) from err
 
 
@@ -577,10 +596,23 @@ def _video_stream(container, path: str) -> av.video.stream.VideoStream:
         found = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
         raise InputError(f"{path} has no video stream (found: {found}); pass a video file")
     stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise InputError(f"{path}: FFmpeg knows no decoder for its video stream; the file is damaged or uses "
+                         f"a codec this FFmpeg build lacks")
     # FFmpeg renders any text file as video (its tty demuxer): that is never what a user meant.
     if container.format.name in TEXT_FORMATS or stream.codec_context.name in TEXT_CODECS:
         raise InputError(f"{path} is not a video (FFmpeg reads it as text); pass a video file")
     return stream
+
+
+def _audio_stream(container) -> av.audio.stream.AudioStream | None:
+    """The first audio stream that can be carried over; a damaged file can declare one with no
+    sample rate or channels, which no muxer takes: that counts as none."""
+    for stream in container.streams.audio:
+        ctx = stream.codec_context
+        if ctx is not None and ctx.sample_rate and ctx.layout.nb_channels:
+            return stream
+    return None
 
 
 def _first_frame(container, stream) -> av.VideoFrame | None:

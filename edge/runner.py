@@ -195,7 +195,8 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
     started_at = datetime.datetime.now(datetime.timezone.utc)
     wall, cpu = time.perf_counter(), time.process_time()
     stats = media.DecodeStats()
-    counts = {"written": 0, "processed": 0}
+    counts = {"written": 0, "processed": 0, "last_time_s": None}
+    nonfinite: list[float] = []  # times of processed frames whose model output was NaN or Inf
     stagings: dict[str, Staging] = {}
     try:
         for m in models:
@@ -206,7 +207,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
                 pixels=pixels_for(m.contract.task for m in models), stats=stats)),
             Stage("preprocess", lambda frames: batch_frames(frames, models, batch)),
             Stage("infer", lambda batches: infer(batches, models)),
-            Stage("postprocess", lambda batches: postprocess(batches, models, options)),
+            Stage("postprocess", lambda batches: postprocess(batches, models, options, nonfinite)),
             # output videos start at 0 even when the input starts later (MPEG-TS) or --start is given
             Stage("sinks", lambda batches: write_sinks(batches, models, stagings, info, options,
                                                       max(start_s or 0.0, info.start_s), end_s, counts)),
@@ -227,7 +228,10 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
                       "duration_s": info.duration_s, "audio_codec": info.audio_codec, "rotation": info.rotation},
             "frames": {"decoded": stats.decoded, "in_range": counts["written"], "processed": counts["processed"],
                        "not_selected": counts["written"] - counts["processed"], "corrupt_skipped": stats.corrupt,
-                       "corrupt_times_s": stats.corrupt_times_s},
+                       "corrupt_times_s": stats.corrupt_times_s, "last_time_s": counts["last_time_s"],
+                       "nonfinite_output": len(set(nonfinite)),
+                       "nonfinite_times_s": sorted(set(nonfinite))[:media.MAX_CORRUPT_TIMES]},
+            "stopped_early": stopped_early(info, counts["last_time_s"], end_s),
             "options": {"decoder": decoder, "batch": batch, "stride": stride, "sample_fps": sample_fps,
                         "start_s": start_s, "end_s": end_s, "alpha": options.alpha, "threshold": options.threshold,
                         "min_duration_s": options.min_duration_s, "save_masks": options.save_masks,
@@ -280,6 +284,22 @@ def model_record(m: Model) -> dict:
     return {"path": os.path.abspath(m.path), "sha256": m.sha256, "task": m.contract.task,
             "backend": m.backend.name, "device": m.backend.device,
             "producer": m.contract.producer, "producer_version": m.contract.producer_version}
+
+
+def stopped_early(info: media.VideoInfo, last_time_s: float | None, end_s: float | None) -> dict | None:
+    """Where the frames ran out, when that is well before the end the container declares: a
+    file cut short (an interrupted copy or recording). None when the run reached the end, or
+    when the container declares none (MPEG-TS estimates its duration from what is there)."""
+    if last_time_s is None or not info.duration_s or not info.fps:
+        return None
+    expected_s = info.start_s + info.duration_s
+    if end_s is not None:
+        expected_s = min(expected_s, end_s)
+    reached_s = last_time_s + 1 / info.fps
+    # lenient: a variable-rate file's last frame may be shown long; only a clear gap counts
+    if reached_s >= expected_s - max(2 / info.fps, 0.5):
+        return None
+    return {"at_s": round(reached_s, 3), "expected_end_s": round(expected_s, 3)}
 
 
 def pixels_for(task_names) -> str:
@@ -335,15 +355,27 @@ def infer(batches, models: list[Model]):
         yield batch
 
 
-def postprocess(batches, models: list[Model], options: tasks.Options):
+def postprocess(batches, models: list[Model], options: tasks.Options, nonfinite: list[float]):
+    """Each model's raw output into per-frame results. A frame whose output holds NaN or Inf gets
+    no result (its overlay shows the frame as it is, its rows are left out) and is counted by
+    time: a broken model or an fp16 overflow must show, never become a plausible overlay."""
     decoders = {m.folder_name: tasks.module(m.contract.task).postprocessor(m.contract, options) for m in models}
     for batch in batches:
         if batch.inputs:
             selected = batch.selected
             for model in models:
                 name = model.folder_name
-                batch.results[name] = decoders[name](batch.outputs.pop(name), selected,
-                                                     batch.windows[model.preprocess_key])
+                raw = batch.outputs.pop(name)
+                windows = batch.windows[model.preprocess_key]
+                finite = np.isfinite(raw.reshape(len(raw), -1)).all(axis=1) if raw.dtype.kind == "f" else None
+                if finite is None or finite.all():
+                    batch.results[name] = decoders[name](raw, selected, windows)
+                    continue
+                nonfinite.extend(f.pts_s for f, ok in zip(selected, finite) if not ok)
+                keep = np.flatnonzero(finite)
+                good = iter(decoders[name](raw[keep], [selected[i] for i in keep], [windows[i] for i in keep])
+                            if len(keep) else [])
+                batch.results[name] = [next(good) if ok else None for ok in finite]
         batch.inputs.clear()  # the model inputs are dead weight from here on
         yield batch
 
@@ -366,4 +398,5 @@ def write_sinks(batches, models, stagings, info, options, start_s, end_s, counts
                         sink.write(frame, held[name])
                 counts["processed"] += frame.selected
                 counts["written"] += 1
+                counts["last_time_s"] = frame.pts_s
         yield from ()  # the last stage yields nothing, but every stage is a generator

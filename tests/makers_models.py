@@ -95,7 +95,8 @@ def planet(path, *, size=(32, 32), output="probabilities", thresholds=(0.5, 0.5,
     return _save(g, x, y, contract, path)
 
 
-def biwi(path, *, size=(48, 64), point_convention="xy_minus1_1", resize="squish", batch="N") -> str:
+def biwi(path, *, size=(48, 64), point_convention="xy_minus1_1", resize="squish", batch="N", eps=1e-6) -> str:
+    """eps=0 makes a broken model: 0/0, NaN, for an all-black frame."""
     h, w = size
     contract = Contract(task="biwi", input_size=size, input_format="uint8_nhwc", output="points", resize=resize,
                         point_convention=point_convention, producer="tests")
@@ -108,7 +109,7 @@ def biwi(path, *, size=(48, 64), point_convention="xy_minus1_1", resize="squish"
         xs, ys = xs * 2 / w - 1, ys * 2 / h - 1
     hw = g.const("axes_hw", np.array([1, 2]))
     total = g.op("ReduceSum", [weight, hw], "total", keepdims=0)
-    safe = g.op("Add", [total, g.const("eps", np.float32(1e-6))], "safe_total")
+    safe = g.op("Add", [total, g.const("eps", np.float32(eps))], "safe_total")
     coords = []
     for name, grid in (("x", xs), ("y", ys)):
         weighted = g.op("Mul", [weight, g.const(f"grid_{name}", grid)], f"weighted_{name}")

@@ -153,7 +153,8 @@ def test_stride_keeps_every_frame_in_the_overlay_and_processes_some(tmp_path, mo
     record = json.loads((tmp_path / "out" / "c" / "biwi" / "run.json").read_text())
     assert record["frames"] | {"corrupt_times_s": []} == {
         "decoded": 24, "in_range": 24, "processed": 5, "not_selected": 19, "corrupt_skipped": 0,
-        "corrupt_times_s": []}
+        "corrupt_times_s": [], "last_time_s": pytest.approx(23 / 24), "nonfinite_output": 0, "nonfinite_times_s": []}
+    assert record["stopped_early"] is None
 
 
 def test_sample_fps_and_time_range(tmp_path, models):
@@ -274,3 +275,37 @@ def test_rotated_phone_video_is_processed_upright(tmp_path, models):
     assert abs(float(track[0]["x"]) - (xs.mean() + 0.5)) < 2 and abs(float(track[0]["y"]) - (ys.mean() + 0.5)) < 2
     out, _ = decoded(tmp_path / "out" / "phone" / "biwi" / "overlay.mp4")
     assert out[0][1].shape[:2] == (64, 48)
+
+
+def test_nan_outputs_get_no_result_and_are_counted(tmp_path, models, capsys):
+    """A broken model (0/0 on black frames) must show as such, never as a plausible track."""
+    clip = tmp_path / "c.mp4"
+    frames = [square(H, W, 10, 10) if i % 3 else solid(H, W, (0, 0, 0)) for i in range(9)]
+    make_clip(clip, frames, fps=9)
+    code = run(clip, "--model", models.biwi(eps=0.0), "--out", tmp_path / "out", "--batch", "4")
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "the model gave NaN or Inf for 3 frames (the first at 0.0 s)" in err
+    record = json.loads((tmp_path / "out" / "c" / "biwi" / "run.json").read_text())
+    assert record["frames"]["nonfinite_output"] == 3
+    assert record["frames"]["nonfinite_times_s"] == pytest.approx([0, 3 / 9, 6 / 9])
+    track = rows(tmp_path / "out" / "c" / "biwi" / "track.csv")
+    assert [int(r["frame"]) for r in track] == [1, 2, 4, 5, 7, 8]
+    out, _ = decoded(tmp_path / "out" / "c" / "biwi" / "overlay.mp4")
+    assert len(out) == 9 and out[0][1].max() < 40  # a NaN frame is written as it is: black, no marker
+
+
+def test_a_file_cut_short_says_where_it_stopped(tmp_path, models, capsys):
+    full = tmp_path / "full.mkv"
+    make_clip(full, [square(H, W, i, i) for i in range(40)], fps=10, codec="ffv1")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    assert run(cut, "--model", models.biwi(), "--out", tmp_path / "out", "--quiet") == 0
+    err = capsys.readouterr().err
+    assert "cut.mkv ends at" in err and "of the 4.0 s its container declares" in err
+    record = json.loads((tmp_path / "out" / "cut" / "biwi" / "run.json").read_text())
+    early = record["stopped_early"]
+    assert 0.5 < early["at_s"] < 3.5 and early["expected_end_s"] == 4.0
+    assert record["frames"]["last_time_s"] == pytest.approx(early["at_s"] - 0.1)
+    assert len(rows(tmp_path / "out" / "cut" / "biwi" / "track.csv")) == record["frames"]["processed"]
