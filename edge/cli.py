@@ -86,7 +86,10 @@ def warnings(summary: dict) -> list[str]:
     """What a finished run must not keep quiet about."""
     out, f = [], summary["frames"]
     early = summary["stopped_early"]
-    if early:
+    if f["read_error"]:
+        out.append(f"{summary['input']}: reading stopped after {f['last_time_s']} s on damage ({f['read_error']}); "
+                   f"every frame before was processed")
+    elif early:
         out.append(f"{summary['input']} ends at {early['at_s']} s of the {early['expected_end_s']} s its container "
                    f"declares: the file is cut short or damaged; every frame before was processed")
     if f["nonfinite_output"]:

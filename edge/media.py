@@ -83,6 +83,7 @@ class DecodeStats:
     decoded: int = 0
     corrupt: int = 0
     corrupt_times_s: list[float] = field(default_factory=list)
+    read_error: str | None = None  # why reading stopped before the end of the file, if it did
 
     def add_corrupt(self, time_s: float) -> None:
         self.corrupt += 1
@@ -459,7 +460,12 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Frame]
     with _open_input(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
+        size = None
         for frame_index, (frame, pts_s) in enumerate(_in_time_order(_decoded(container, stream, stats))):
+            size = size or (frame.width, frame.height)
+            if (frame.width, frame.height) != size:  # a damaged header, decoded as a picture of another size
+                stats.add_corrupt(pts_s)
+                continue
             if frame.is_corrupt:
                 stats.add_corrupt(pts_s)
             if start_s is not None and pts_s < start_s:
@@ -479,11 +485,11 @@ def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
     rate = stream.average_rate or stream.guessed_rate
     step = 1 / float(rate) if rate else 0.0
     pts_s = None
-    for packet in container.demux(stream):  # its last, empty packets flush the decoder
+    for packet in _packets(container, stream, stats):
         try:
-            decoded = packet.decode()
+            decoded = packet.decode() if packet is not None else stream.decode(None)
         except av.FFmpegError:
-            known = packet.pts is not None
+            known = packet is not None and packet.pts is not None
             stats.add_corrupt(float(packet.pts * packet.time_base) if known else pts_s or 0.0)
             continue
         for frame in decoded:
@@ -498,6 +504,22 @@ def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
                 pts_s = time_s
             stats.decoded += 1
             yield frame, pts_s
+
+
+def _packets(container, stream, stats) -> Iterator[av.Packet | None]:
+    """The stream's packets until the file ends (its last, empty packets flush the decoder), or
+    until the demuxer fails on damage: that ends the stream there, and None asks for a flush."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.FFmpegError as err:
+            stats.read_error = str(err).split(": '")[0]  # without the path, which the user knows
+            yield None
+            return
+        yield packet
 
 
 def _in_time_order(timed: Iterator[tuple[av.VideoFrame, float]]) -> Iterator[tuple[av.VideoFrame, float]]:
@@ -616,9 +638,9 @@ def _audio_stream(container) -> av.audio.stream.AudioStream | None:
 
 
 def _first_frame(container, stream) -> av.VideoFrame | None:
-    for packet in container.demux(stream):
+    for packet in _packets(container, stream, DecodeStats()):
         try:
-            for frame in packet.decode():
+            for frame in packet.decode() if packet is not None else stream.decode(None):
                 return frame
         except av.FFmpegError:
             continue

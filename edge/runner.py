@@ -229,6 +229,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             "frames": {"decoded": stats.decoded, "in_range": counts["written"], "processed": counts["processed"],
                        "not_selected": counts["written"] - counts["processed"], "corrupt_skipped": stats.corrupt,
                        "corrupt_times_s": stats.corrupt_times_s, "last_time_s": counts["last_time_s"],
+                       "read_error": stats.read_error,
                        "nonfinite_output": len(set(nonfinite)),
                        "nonfinite_times_s": sorted(set(nonfinite))[:media.MAX_CORRUPT_TIMES]},
             "stopped_early": stopped_early(info, counts["last_time_s"], end_s),

@@ -205,3 +205,17 @@ def test_a_wild_timestamp_is_counted_as_damage_and_the_overlay_stays_short(worke
     assert summary["frames"]["processed"] == 5 and summary["frames"]["corrupt_skipped"] == 1
     with av.open(summary["outputs"]["biwi"] + "/overlay.mp4") as c:
         assert [round(f.time, 3) for f in c.decode(video=0)] == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+def test_frames_of_another_size_are_skipped_as_damage(worker, tmp_path):
+    """Two MPEG-TS files joined byte to byte: the stream's picture size changes half way, as a
+    damaged sequence header makes it; the overlay cannot change size, so those frames are counted."""
+    first, second = tmp_path / "a.ts", tmp_path / "b.ts"
+    make_clip(first, moving(6), fps=12, codec="mpeg2video")
+    make_clip(second, moving(6, 32, 32), fps=12, codec="mpeg2video")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    outcome = worker.run([joined, "--task", TASKS, "--out", tmp_path / "out", "--json"])
+    assert outcome.code == 0, outcome.failure or outcome.stderr
+    f = summary_of(outcome)["frames"]
+    assert 5 <= f["processed"] <= 6 and f["corrupt_skipped"] >= 6  # the join may cost one frame

@@ -153,7 +153,8 @@ def test_stride_keeps_every_frame_in_the_overlay_and_processes_some(tmp_path, mo
     record = json.loads((tmp_path / "out" / "c" / "biwi" / "run.json").read_text())
     assert record["frames"] | {"corrupt_times_s": []} == {
         "decoded": 24, "in_range": 24, "processed": 5, "not_selected": 19, "corrupt_skipped": 0,
-        "corrupt_times_s": [], "last_time_s": pytest.approx(23 / 24), "nonfinite_output": 0, "nonfinite_times_s": []}
+        "corrupt_times_s": [], "last_time_s": pytest.approx(23 / 24), "nonfinite_output": 0, "nonfinite_times_s": [],
+        "read_error": None}
     assert record["stopped_early"] is None
 
 
