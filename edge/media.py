@@ -494,6 +494,9 @@ def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
             continue
         for frame in decoded:
             time_s = float(frame.time) if frame.pts is not None else None
+            if time_s is not None and not math.isfinite(time_s):  # a damaged time base
+                stats.add_corrupt(pts_s + step if pts_s is not None else 0.0)
+                time_s = None
             if pts_s is None:
                 pts_s = time_s if time_s is not None else 0.0
             elif time_s is None or time_s - pts_s > MAX_TIME_JUMP_S:
