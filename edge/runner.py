@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from . import __version__, backends, media, tasks
-from .errors import InputError, Interrupted, ModelError, UsageError
+from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, UsageError
 from .frames import Frame
 from .geometry import Preprocessor, planes_size
 from .model import TASKS, Contract, file_sha256, parse
@@ -250,13 +250,16 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
             "models": {m.folder_name: model_record(m) for m in models},
         }
-        for name, staging in stagings.items():
-            record = {k: v for k, v in summary.items() if k not in ("outputs", "models")}
-            record["model"] = summary["models"][name]
-            record["files"] = sorted(p.name for p in staging.dir.iterdir()) + ["run.json"]
-            write_json(staging.path("run.json"), record)
-        for staging in stagings.values():
-            staging.commit()
+        try:
+            for name, staging in stagings.items():
+                record = {k: v for k, v in summary.items() if k not in ("outputs", "models")}
+                record["model"] = summary["models"][name]
+                record["files"] = sorted(p.name for p in staging.dir.iterdir()) + ["run.json"]
+                write_json(staging.path("run.json"), record)
+            for staging in stagings.values():
+                staging.commit()
+        except OSError as err:
+            raise cannot_write(out / Path(info.path).stem, err) from err
         return summary
     except BaseException:
         for staging in stagings.values():
@@ -382,6 +385,20 @@ def postprocess(batches, models: list[Model], options: tasks.Options, nonfinite:
 
 
 def write_sinks(batches, models, stagings, info, options, start_s, end_s, counts):
+    try:
+        yield from _write_sinks(batches, models, stagings, info, options, start_s, end_s, counts)
+    except EdgeError:
+        raise
+    except OSError as err:  # a full disk, or the output folder removed under the run
+        raise cannot_write(next(iter(stagings.values())).out_dir.parent, err) from err
+
+
+def cannot_write(folder: Path, err: OSError) -> OutputError:
+    return OutputError(f"cannot write the outputs in {folder}: {err.strerror or err}; check the free disk space "
+                       f"and that the output folder still exists")
+
+
+def _write_sinks(batches, models, stagings, info, options, start_s, end_s, counts):
     held = {m.folder_name: None for m in models}  # unselected frames show the latest result
     with ExitStack() as stack:
         sinks = {}

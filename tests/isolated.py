@@ -11,16 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WORKER = r"""
-import contextlib, io, json, sys, traceback
+import contextlib, io, json, resource, signal, sys, traceback
 from edge.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past a file size limit, writes fail (EFBIG) instead
+unlimited = resource.getrlimit(resource.RLIMIT_FSIZE)
 for line in sys.stdin:
+    case = json.loads(line)
     out, err = io.StringIO(), io.StringIO()
+    if case["file_size_limit"]:  # a disk that fills up, as the writes see it
+        resource.setrlimit(resource.RLIMIT_FSIZE, (case["file_size_limit"], unlimited[1]))
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = main(json.loads(line))
+            code = main(case["argv"])
         except BaseException:  # what edge-run let escape: the test reports it as a traceback
             traceback.print_exc()
             code = -1
+    resource.setrlimit(resource.RLIMIT_FSIZE, unlimited)
     print(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}), flush=True)
 """
 
@@ -53,10 +59,12 @@ class Worker:
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root,
                                         env={**os.environ, "PYTHONPATH": str(root)})
 
-    def run(self, argv: list) -> Outcome:
+    def run(self, argv: list, *, file_size_limit: int | None = None) -> Outcome:
+        """`file_size_limit` (bytes): every file the case writes fails past it, as on a full disk."""
         if self.process is None or self.process.poll() is not None:
             self._start()
-        self.process.stdin.write(json.dumps([str(a) for a in argv]) + "\n")
+        case = {"argv": [str(a) for a in argv], "file_size_limit": file_size_limit}
+        self.process.stdin.write(json.dumps(case) + "\n")
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], self.timeout_s)
         line = self.process.stdout.readline() if ready else ""

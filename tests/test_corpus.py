@@ -219,3 +219,39 @@ def test_frames_of_another_size_are_skipped_as_damage(worker, tmp_path):
     assert outcome.code == 0, outcome.failure or outcome.stderr
     f = summary_of(outcome)["frames"]
     assert 5 <= f["processed"] <= 6 and f["corrupt_skipped"] >= 6  # the join may cost one frame
+
+
+# --- the output side ------------------------------------------------------------------------------
+
+def test_a_full_disk_is_one_line_and_leaves_no_final_file(worker, tmp_path):
+    import numpy as np
+
+    noise = [np.random.default_rng(i).integers(0, 256, (96, 128, 3), dtype=np.uint8) for i in range(24)]
+    make_clip(tmp_path / "noise.mp4", noise, fps=12)  # noise makes a large overlay
+    out = tmp_path / "out"
+    outcome = worker.run([tmp_path / "noise.mp4", "--task", "biwi", "--out", out, "--json"],
+                         file_size_limit=60_000)
+    assert outcome.code == 5 and outcome.clean, outcome.failure or outcome.stderr
+    assert "cannot write" in outcome.stderr
+    assert [p.name for p in out.rglob("*") if p.is_file()] == []  # not even a staged partial one
+
+
+def test_an_output_folder_removed_during_the_run_is_one_line(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from edge.cli import main
+    from edge.sinks import CsvSink
+
+    write = CsvSink.write
+
+    def write_then_remove(self, frame, result):
+        write(self, frame, result)
+        if frame.index == 3:
+            shutil.rmtree(tmp_path / "out")
+
+    monkeypatch.setattr(CsvSink, "write", write_then_remove)
+    make_clip(tmp_path / "c.mp4", moving(12), fps=12)
+    code = main([str(tmp_path / "c.mp4"), "--task", "planet", "--out", str(tmp_path / "out"), "--quiet"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 5 and len(lines) == 1
+    assert lines[0].startswith("edge-run: error: cannot write the outputs in") and "still exists" in lines[0]
