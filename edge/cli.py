@@ -29,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="edge-out", metavar="DIR", help="outputs go to DIR/<video name>/<task>/")
     p.add_argument("--batch", type=int, help="frames per inference batch (default: the backend's)")
     p.add_argument("--decoder", default="pyav", help="pyav (default) or opencv")
+    p.add_argument("--stream", type=int, default=0, metavar="N",
+                   help="which video stream of a file with several (default 0, the first; pyav only)")
     p.add_argument("--backend", default="auto",
                    help="auto (by file extension: .onnx onnxruntime, .pt2 torch, .engine tensorrt), onnxruntime, "
                         "torch or tensorrt (builds an fp16 engine from an .onnx once, into a cache)")
@@ -105,7 +107,7 @@ def _run(args) -> list[dict]:
                             save_masks=args.save_masks, preset=args.preset)
     with _progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:
         return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
-                   decoder=args.decoder, stride=args.stride, sample_fps=args.sample_fps, start_s=args.start,
+                   decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps, start_s=args.start,
                    end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
                    precision=args.precision, options=options,
                    progress=progress, notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))

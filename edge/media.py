@@ -58,6 +58,8 @@ class VideoInfo:
     """
 
     path: str
+    stream: int  # which of the file's video streams (0: the first)
+    video_streams: int  # how many it has
     width: int
     height: int
     fps: float
@@ -91,11 +93,11 @@ class DecodeStats:
             self.corrupt_times_s.append(time_s)
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Describe the first video stream of `path`; InputError if it cannot be read as video."""
-    path = os.fspath(path)
+def probe(path: str | os.PathLike, *, stream: int = 0) -> VideoInfo:
+    """Describe video stream `stream` of `path`; InputError if it cannot be read as video."""
+    path, index = os.fspath(path), stream
     with _open_input(path) as container:
-        stream = _video_stream(container, path)
+        stream = _video_stream(container, path, index)
         # The display matrix only reaches us on decoded frames: PyAV 18 exposes no stream
         # side data, so decode the first frame.
         first = _first_frame(container, stream)
@@ -120,6 +122,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         audio = _audio_stream(container)
         return VideoInfo(
             path=path,
+            stream=index,
+            video_streams=len(container.streams.video),
             width=width,
             height=height,
             fps=fps,
@@ -144,6 +148,7 @@ def read_frames(
     sample_fps: float | None = None,
     pixels: str = "all",
     stats: DecodeStats | None = None,
+    stream: int = 0,
 ) -> Iterator[Frame]:
     """Yield the frames of `path` with pts in [start_s, end_s), upright RGB.
 
@@ -154,17 +159,23 @@ def read_frames(
     (Frame.planes; PyAV decoder, plain BT.601 yuv420p, no rotation). Options are checked
     here; the file is opened on the first `next()`.
     """
-    select = check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps)
+    select = check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
+                                stream=stream)
     _check_choice("pixels", pixels, PIXELS)
-    frames = _pyav_frames if decoder == "pyav" else _opencv_frames
     stats = stats if stats is not None else DecodeStats()
-    return frames(os.fspath(path), start_s, end_s, select, pixels, stats)
+    if decoder == "opencv":
+        return _opencv_frames(os.fspath(path), start_s, end_s, select, pixels, stats)
+    return _pyav_frames(os.fspath(path), start_s, end_s, select, pixels, stats, stream)
 
 
 def check_read_options(*, decoder: str, start_s: float | None, end_s: float | None, stride: int,
-                       sample_fps: float | None) -> "_Selector":
+                       sample_fps: float | None, stream: int = 0) -> "_Selector":
     """UsageError for options `read_frames` cannot honour; callers check before any work starts."""
     _check_choice("decoder", decoder, DECODERS)
+    if not isinstance(stream, int) or stream < 0:
+        raise UsageError(f"stream must be a video stream number, 0 or more; got {stream!r}")
+    if stream and decoder == "opencv":
+        raise UsageError("OpenCV reads only a file's first video stream; use the pyav decoder to choose another")
     if start_s is not None and not start_s >= 0:
         raise UsageError(f"start must be >= 0 seconds, got {start_s}")
     if end_s is not None and not end_s > (start_s or 0.0):
@@ -456,9 +467,9 @@ class _Selector:
         return True
 
 
-def _pyav_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Frame]:
+def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator[Frame]:
     with _open_input(path) as container:
-        stream = _video_stream(container, path)
+        stream = _video_stream(container, path, index)
         stream.thread_type = "AUTO"
         size = None
         for frame_index, (frame, pts_s) in enumerate(_in_time_order(_decoded(container, stream, stats))):
@@ -616,11 +627,15 @@ def _open_input(path: str) -> av.container.InputContainer:
         ) from err
 
 
-def _video_stream(container, path: str) -> av.video.stream.VideoStream:
-    if not container.streams.video:
+def _video_stream(container, path: str, index: int = 0) -> av.video.stream.VideoStream:
+    videos = container.streams.video
+    if not videos:
         found = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
         raise InputError(f"{path} has no video stream (found: {found}); pass a video file")
-    stream = container.streams.video[0]
+    if index >= len(videos):
+        raise InputError(f"{path} has {len(videos)} video stream{'s' if len(videos) > 1 else ''}; "
+                         f"--stream takes 0 to {len(videos) - 1}")
+    stream = videos[index]
     if stream.codec_context is None:
         raise InputError(f"{path}: FFmpeg knows no decoder for its video stream; the file is damaged or uses "
                          f"a codec this FFmpeg build lacks")

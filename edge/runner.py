@@ -149,6 +149,7 @@ def run(
     out: str = "edge-out",
     batch: int | None = None,
     decoder: str = "pyav",
+    stream: int = 0,
     stride: int = 1,
     sample_fps: float | None = None,
     start_s: float | None = None,
@@ -162,12 +163,16 @@ def run(
     notice=lambda message: None,
 ) -> list[dict]:
     """Run every model over every input; returns one summary dict per input (also in run.json)."""
-    media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps)
+    media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
+                             stream=stream)
     check_options(batch=batch, options=options)
     with signals_raise():
         loaded = load_models(models, tasks_, backend=backend, device=device, threads=threads, batch=batch,
                              precision=precision, notice=notice)
-        infos = [media.probe(path) for path in inputs]  # every input checked before any work
+        infos = [media.probe(path, stream=stream) for path in inputs]  # every input checked before any work
+        for info in infos:
+            if info.video_streams > 1:
+                notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} (--stream)")
         return [
             run_one(info, loaded, out=Path(out), batch=batch or loaded[0].backend.default_batch, decoder=decoder,
                     stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s, options=options,
@@ -204,7 +209,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
         stages = [
             Stage("decode", lambda: media.read_frames(
                 info.path, decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
-                pixels=pixels_for(m.contract.task for m in models), stats=stats)),
+                pixels=pixels_for(m.contract.task for m in models), stats=stats, stream=info.stream)),
             Stage("preprocess", lambda frames: batch_frames(frames, models, batch)),
             Stage("infer", lambda batches: infer(batches, models)),
             Stage("postprocess", lambda batches: postprocess(batches, models, options, nonfinite)),
@@ -224,8 +229,9 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
         elapsed = time.perf_counter() - wall
         summary = {
             "input": os.path.abspath(info.path),
-            "video": {"width": info.width, "height": info.height, "fps": info.fps, "codec": info.codec,
-                      "duration_s": info.duration_s, "audio_codec": info.audio_codec, "rotation": info.rotation},
+            "video": {"stream": info.stream, "width": info.width, "height": info.height, "fps": info.fps,
+                      "codec": info.codec, "duration_s": info.duration_s, "audio_codec": info.audio_codec,
+                      "rotation": info.rotation},
             "frames": {"decoded": stats.decoded, "in_range": counts["written"], "processed": counts["processed"],
                        "not_selected": counts["written"] - counts["processed"], "corrupt_skipped": stats.corrupt,
                        "corrupt_times_s": stats.corrupt_times_s, "last_time_s": counts["last_time_s"],

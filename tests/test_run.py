@@ -310,3 +310,45 @@ def test_a_file_cut_short_says_where_it_stopped(tmp_path, models, capsys):
     assert 0.5 < early["at_s"] < 3.5 and early["expected_end_s"] == 4.0
     assert record["frames"]["last_time_s"] == pytest.approx(early["at_s"] - 0.1)
     assert len(rows(tmp_path / "out" / "cut" / "biwi" / "track.csv")) == record["frames"]["processed"]
+
+
+def two_stream_clip(path, n=4):
+    """An mkv with two video streams: red frames, then (stream 1) green frames of another size."""
+    with av.open(str(path), "w") as out:
+        streams = []
+        for size in ((H, W), (32, 48)):
+            s = out.add_stream("libx264", rate=4)
+            s.height, s.width = size
+            s.pix_fmt = "yuv420p"
+            streams.append(s)
+        for i in range(n):
+            for s, rgb in zip(streams, ((220, 20, 20), (20, 220, 20))):
+                frame = av.VideoFrame.from_ndarray(solid(s.height, s.width, rgb), format="rgb24")
+                frame.pts = i
+                out.mux(s.encode(frame))
+        for s in streams:
+            out.mux(s.encode(None))
+
+
+def test_stream_chooses_among_several_video_streams(tmp_path, models, capsys):
+    clip = tmp_path / "two.mkv"
+    two_stream_clip(clip)
+    planet = models.planet()
+    assert run(clip, "--model", planet, "--out", tmp_path / "first") == 0
+    assert "has 2 video streams; reading stream 0 (--stream)" in capsys.readouterr().err
+    assert run(clip, "--model", planet, "--stream", "1", "--out", tmp_path / "second", "--quiet") == 0
+    first = rows(tmp_path / "first" / "two" / "planet" / "scores.csv")
+    second = rows(tmp_path / "second" / "two" / "planet" / "scores.csv")
+    red, green = list(first[0])[2:4]  # the model's first two tags are the red and green channel means
+    assert float(first[0][red]) > 0.7 > float(first[0][green])
+    assert float(second[0][green]) > 0.7 > float(second[0][red])
+    record = json.loads((tmp_path / "second" / "two" / "planet" / "run.json").read_text())
+    assert (record["video"]["stream"], record["video"]["width"], record["video"]["height"]) == (1, 48, 32)
+
+
+def test_a_stream_that_is_not_there_is_one_line(tmp_path, models, capsys):
+    clip = tmp_path / "two.mkv"
+    two_stream_clip(clip, n=2)
+    assert run(clip, "--model", models.planet(), "--stream", "2", "--out", tmp_path / "out") == 3
+    assert "has 2 video streams; --stream takes 0 to 1" in capsys.readouterr().err
+    assert run(clip, "--model", models.planet(), "--stream", "1", "--decoder", "opencv", "--out", tmp_path / "o") == 2
