@@ -42,15 +42,19 @@ def loop_video(video: str, times: int, path: str) -> str:
         packets = [p for p in src.demux(stream) if p.size and p.pts is not None]
         if not packets:
             raise InputError(f"{video}: no timed video packets to loop")
-        times_in = sorted(p.pts for p in packets)
-        steps = [b - a for a, b in zip(times_in, times_in[1:]) if b > a]
-        span = times_in[-1] - times_in[0] + (min(steps) if steps else 1)
-        # the muxer rescales each packet's times in place, so every pass starts from the originals
-        original = [(p.pts, p.dts) for p in packets]
+        pts = [p.pts for p in packets]
+        ordered = sorted(pts)
+        steps = [b - a for a, b in zip(ordered, ordered[1:]) if b > a]
+        span = ordered[-1] - ordered[0] + (min(steps) if steps else 1)
+        # Decode times made anew: some containers (mkv) leave them out of the first packets, and
+        # the muxer needs them increasing across passes. The times in order, held back by the
+        # largest reordering, are increasing and never after their packet's presentation.
+        delay = max(o - p for o, p in zip(ordered, pts))
+        dts = [o - delay for o in ordered]
         for n in range(times):
-            for p, (pts, dts) in zip(packets, original):
-                p.pts = pts + n * span
-                p.dts = None if dts is None else dts + n * span
+            for p, p_pts, p_dts in zip(packets, pts, dts):
+                p.pts = p_pts + n * span
+                p.dts = p_dts + n * span
                 p.time_base = stream.time_base
                 p.stream = out
                 dst.mux(p)

@@ -312,7 +312,7 @@ def test_a_baseline_that_reads_fewer_frames_is_reported_not_timed(tmp_path, clip
     assert "hand_loop" not in m["headline"]["ratios"]
 
 
-@pytest.mark.parametrize("container, codec", [("clip.mp4", "libx264"), ("clip.avi", "mpeg4")])
+@pytest.mark.parametrize("container, codec", [("clip.mp4", "libx264"), ("clip.avi", "mpeg4"), ("clip.mkv", "libx264")])
 def test_looping_keeps_every_frame_and_its_spacing(tmp_path, container, codec):
     import av
 
