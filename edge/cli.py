@@ -21,7 +21,8 @@ def parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 2 usage, 3 input, 4 model, 5 output, 6 a pipeline stage failed, "
         "130 Ctrl-C, 143 SIGTERM",
     )
-    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="video file(s) to process")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO",
+                   help="video files, image files, or folders or quoted globs of images (a sequence at 25 frames/s)")
     p.add_argument("--model", action="append", default=[], metavar="FILE.onnx",
                    help="a model that honours the contract (repeat for several models on one decode)")
     p.add_argument("--task", default="", metavar="TASKS",

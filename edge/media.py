@@ -8,10 +8,12 @@ logging, which prints them. Corrupt packets are counted in `DecodeStats` instead
 
 import collections
 import contextlib
+import glob
 import heapq
 import itertools
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ TEXT_FORMATS = ("tty",)
 TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")
 MAX_CORRUPT_TIMES = 1000
 REORDER_FRAMES = 4  # how far a file's frame times may be shuffled and still come out right
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SEQUENCE_FPS = 25  # the rate a folder or glob of images is played at, as frames 0.04 s apart
 # A frame time this far past the previous one is damage, not a pause in recording (a flipped
 # bit in an MPEG-TS timestamp jumps hours ahead; mp4 cannot even store such a gap at 90 kHz).
 MAX_TIME_JUMP_S = 3600.0
@@ -94,8 +98,12 @@ class DecodeStats:
 
 
 def probe(path: str | os.PathLike, *, stream: int = 0) -> VideoInfo:
-    """Describe video stream `stream` of `path`; InputError if it cannot be read as video."""
+    """Describe video stream `stream` of `path`; InputError if it cannot be read as video. A
+    folder or a glob of images is a video of those images in name order (see image_sequence)."""
     path, index = os.fspath(path), stream
+    images = image_sequence(path)
+    if images is not None:
+        return _probe_images(path, images)
     with _open_input(path) as container:
         stream = _video_stream(container, path, index)
         # The display matrix only reaches us on decoded frames: PyAV 18 exposes no stream
@@ -163,6 +171,9 @@ def read_frames(
                                 stream=stream)
     _check_choice("pixels", pixels, PIXELS)
     stats = stats if stats is not None else DecodeStats()
+    images = image_sequence(os.fspath(path))
+    if images is not None:
+        return _image_frames(os.fspath(path), images, start_s, end_s, select, pixels, stats)
     if decoder == "opencv":
         return _opencv_frames(os.fspath(path), start_s, end_s, select, pixels, stats)
     return _pyav_frames(os.fspath(path), start_s, end_s, select, pixels, stats, stream)
@@ -181,6 +192,68 @@ def check_read_options(*, decoder: str, start_s: float | None, end_s: float | No
     if end_s is not None and not end_s > (start_s or 0.0):
         raise UsageError(f"end must be after start, got start={start_s} end={end_s}")
     return _Selector(stride, sample_fps)
+
+
+def image_sequence(path: str) -> list[str] | None:
+    """The images a folder or a glob pattern names, in natural name order (frame2 before
+    frame10); None when `path` is neither, so it is read as a video file."""
+    if os.path.isdir(path):
+        names = [os.path.join(path, n) for n in os.listdir(path)]
+    elif glob.has_magic(path) and not os.path.exists(path):
+        names = glob.glob(path)
+    else:
+        return None
+    images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(n)]
+    return sorted(images, key=lambda n: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", n)])
+
+
+def sequence_name(path: str) -> str:
+    """A name for the outputs of `path`: a video's stem, a folder's name, a glob's folder."""
+    if image_sequence(path) is None:
+        return os.path.splitext(os.path.basename(path))[0]
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    return os.path.basename(os.path.normpath(folder or ".")) or "images"
+
+
+def _probe_images(path: str, images: list[str]) -> VideoInfo:
+    if not images:
+        raise _no_images(path)
+    first = next((image for image in map(cv2.imread, images) if image is not None), None)
+    if first is None:
+        raise InputError(f"none of the {len(images)} images in {path} can be read; check they are image files")
+    height, width = first.shape[:2]
+    return VideoInfo(path=path, stream=0, video_streams=1, width=width, height=height, fps=float(IMAGE_SEQUENCE_FPS),
+                     time_base=Fraction(1, IMAGE_SEQUENCE_FPS), start_s=0.0,
+                     duration_s=len(images) / IMAGE_SEQUENCE_FPS, frame_count=len(images), codec="images",
+                     pix_fmt="bgr24", rotation=0, audio_codec=None)
+
+
+def _no_images(path: str) -> InputError:
+    return InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}; pass a video file, a folder of "
+                      f"images or a glob such as 'frames/*.jpg'")
+
+
+def _image_frames(path, images, start_s, end_s, select, pixels, stats) -> Iterator[Frame]:
+    """Each image a frame, 1 / IMAGE_SEQUENCE_FPS apart; one that cannot be read, or whose size
+    differs from the first readable one (an overlay video has one size), is skipped and counted."""
+    if not images:
+        raise _no_images(path)
+    size = None
+    for index, name in enumerate(images):
+        pts_s = index / IMAGE_SEQUENCE_FPS
+        if start_s is not None and pts_s < start_s:
+            continue
+        if end_s is not None and pts_s >= end_s:
+            return
+        bgr = cv2.imread(name)  # EXIF orientation applied, as a phone photo is shown
+        stats.decoded += 1
+        size = size or (bgr.shape if bgr is not None else None)
+        if bgr is None or bgr.shape != size:
+            stats.add_corrupt(pts_s)
+            continue
+        selected = select(pts_s)
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if selected or pixels == "all" else None
+        yield Frame(index, pts_s, image, selected)
 
 
 class VideoWriter:
@@ -613,8 +686,6 @@ def _quarter_turns(rotation: float) -> int:
 def _open_input(path: str) -> av.container.InputContainer:
     if not os.path.exists(path):
         raise InputError(f"input video not found: {path}; check the path")
-    if os.path.isdir(path):
-        raise InputError(f"input is a folder, not a video: {path}; pass a video file")
     if os.path.getsize(path) == 0:
         raise InputError(f"input video is empty (0 bytes): {path}; copy or download it again")
     try:

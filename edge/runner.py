@@ -205,7 +205,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
     stagings: dict[str, Staging] = {}
     try:
         for m in models:
-            stagings[m.folder_name] = Staging(out / Path(info.path).stem / m.folder_name)
+            stagings[m.folder_name] = Staging(out / media.sequence_name(info.path) / m.folder_name)
         stages = [
             Stage("decode", lambda: media.read_frames(
                 info.path, decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
@@ -265,7 +265,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             for staging in stagings.values():
                 staging.commit()
         except OSError as err:
-            raise cannot_write(out / Path(info.path).stem, err) from err
+            raise cannot_write(out / media.sequence_name(info.path), err) from err
         return summary
     except BaseException:
         for staging in stagings.values():

@@ -352,3 +352,39 @@ def test_a_stream_that_is_not_there_is_one_line(tmp_path, models, capsys):
     assert run(clip, "--model", models.planet(), "--stream", "2", "--out", tmp_path / "out") == 3
     assert "has 2 video streams; --stream takes 0 to 1" in capsys.readouterr().err
     assert run(clip, "--model", models.planet(), "--stream", "1", "--decoder", "opencv", "--out", tmp_path / "o") == 2
+
+
+def write_images(folder, frames, ext=".png"):
+    folder.mkdir()
+    for i, rgb in enumerate(frames):
+        cv2.imwrite(str(folder / f"frame{i}{ext}"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def test_a_folder_of_images_is_a_sequence_in_natural_order(tmp_path, models):
+    frames = [square(H, W, 10, 8 * i) for i in range(12)]  # moving right: frame10 must come after frame9
+    write_images(tmp_path / "shots", frames)
+    (tmp_path / "shots" / "notes.txt").write_text("not an image")
+    assert run(tmp_path / "shots", "--model", models.biwi(), "--out", tmp_path / "out", "--quiet") == 0
+    track = rows(tmp_path / "out" / "shots" / "biwi" / "track.csv")
+    assert [float(r["time_s"]) for r in track] == pytest.approx([i / 25 for i in range(12)])
+    xs = [float(r["x"]) for r in track]
+    assert xs == sorted(xs) and xs[-1] - xs[0] > 60
+    out, _ = decoded(tmp_path / "out" / "shots" / "biwi" / "overlay.mp4")
+    assert len(out) == 12
+
+
+def test_a_glob_of_images_and_the_ones_that_cannot_be_used(tmp_path, models):
+    frames = [square(H, W, 10, 8 * i) for i in range(6)]
+    write_images(tmp_path / "shots", frames, ext=".jpg")
+    (tmp_path / "shots" / "frame2.jpg").write_bytes(b"not a jpeg")  # unreadable: skipped, counted
+    cv2.imwrite(str(tmp_path / "shots" / "frame4.jpg"), np.zeros((10, 10, 3), np.uint8))  # another size
+    assert run(tmp_path / "shots" / "*.jpg", "--model", models.biwi(), "--out", tmp_path / "out", "--json") == 0
+    record = json.loads((tmp_path / "out" / "shots" / "biwi" / "run.json").read_text())
+    assert record["frames"]["processed"] == 4 and record["frames"]["corrupt_skipped"] == 2
+    assert record["frames"]["corrupt_times_s"] == pytest.approx([2 / 25, 4 / 25])
+
+
+def test_no_images_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--task", "biwi", "--out", str(tmp_path / "out")]) == 3
+    assert "no images (.jpg, .jpeg, .png" in capsys.readouterr().err
