@@ -113,7 +113,7 @@ def probe(path: str | os.PathLike, *, stream: int = 0) -> VideoInfo:
             raise InputError(f"no frame of {path} can be decoded; the file is truncated or corrupt")
         rotation = _quarter_turns(first.rotation) * 90
         ctx = stream.codec_context
-        width, height = (ctx.height, ctx.width) if rotation in (90, 270) else (ctx.width, ctx.height)
+        width, height = _displayed(ctx.width, ctx.height, stream.sample_aspect_ratio, rotation // 90)
         fps = float(stream.average_rate) if stream.average_rate else 0.0
         if stream.duration is not None:
             duration_s = float(stream.duration * stream.time_base)
@@ -545,6 +545,8 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator
         stream = _video_stream(container, path, index)
         stream.thread_type = "AUTO"
         size = None
+        sar = stream.sample_aspect_ratio
+        square = not sar or sar == 1
         for frame_index, (frame, pts_s) in enumerate(_in_time_order(_decoded(container, stream, stats))):
             size = size or (frame.width, frame.height)
             if (frame.width, frame.height) != size:  # a damaged header, decoded as a picture of another size
@@ -557,10 +559,13 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator
             if end_s is not None and pts_s >= end_s:
                 return
             selected = select(pts_s)
-            if pixels == "planes" and selected and _plain_i420(frame) and not _quarter_turns(frame.rotation):
+            turns = _quarter_turns(frame.rotation)
+            if pixels == "planes" and selected and square and _plain_i420(frame) and not turns:
                 yield Frame(frame_index, pts_s, None, selected, planes=frame.to_ndarray())
                 continue
-            image = _rgb(frame) if selected or pixels == "all" else None
+            image = None
+            if selected or pixels == "all":
+                image = _rgb(frame) if square else _resized(_rgb(frame), _displayed(frame.width, frame.height, sar, turns))
             yield Frame(frame_index, pts_s, image, selected)
 
 
@@ -625,9 +630,10 @@ def _in_time_order(timed: Iterator[tuple[av.VideoFrame, float]]) -> Iterator[tup
 
 
 def _opencv_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Frame]:
-    # OpenCV only reports "not opened"; probing first gives the same errors as PyAV, and
-    # the start time OpenCV subtracts from its timestamps.
-    offset_s = probe(path).start_s
+    # OpenCV only reports "not opened"; probing first gives the same errors as PyAV, the start
+    # time OpenCV subtracts from its timestamps, and the displayed size it does not apply.
+    info = probe(path)
+    offset_s = info.start_s
     capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():
@@ -649,7 +655,7 @@ def _opencv_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Fram
                 if not ok:
                     stats.add_corrupt(pts_s)
                     continue
-                image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                image = _resized(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (info.width, info.height))
             yield Frame(frame_index, pts_s, image, selected)
     finally:
         capture.release()
@@ -676,6 +682,24 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
         # swscale takes the matrix from the frame but not the range unless told.
         rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
     return np.ascontiguousarray(np.rot90(rgb, _quarter_turns(frame.rotation)))
+
+
+def _displayed(width: int, height: int, sar, turns: int) -> tuple[int, int]:
+    """(width, height) as a player shows a coded picture: non-square pixels (a sample aspect
+    ratio, as DV and DVD have) stretched to square ones, then turned."""
+    if sar and sar != 1:
+        width = max(1, round(width * sar))
+    return (height, width) if turns % 2 else (width, height)
+
+
+def _resized(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The picture at its displayed (width, height), so that models, overlays and point
+    coordinates all see what a player shows."""
+    width, height = size
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    interpolation = cv2.INTER_AREA if width * height < rgb.shape[0] * rgb.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (width, height), interpolation=interpolation)
 
 
 def _quarter_turns(rotation: float) -> int:

@@ -388,3 +388,27 @@ def test_no_images_is_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--task", "biwi", "--out", str(tmp_path / "out")]) == 3
     assert "no images (.jpg, .jpeg, .png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "opencv"])
+def test_non_square_pixels_are_shown_as_a_player_shows_them(tmp_path, models, decoder):
+    """A sample aspect ratio of 2 (coded 64x48, shown 128x48): outputs are in displayed pixels."""
+    from fractions import Fraction
+
+    clip = tmp_path / "sar.mp4"
+    with av.open(str(clip), "w") as out:
+        s = out.add_stream("libx264", rate=4)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(square(H, W, 20, 30), format="rgb24")  # centre (34, 24)
+            frame.pts = i
+            out.mux(s.encode(frame))
+        out.mux(s.encode(None))
+    assert run(clip, "--model", models.biwi(), "--decoder", decoder, "--out", tmp_path / "out", "--quiet") == 0
+    record = json.loads((tmp_path / "out" / "sar" / "biwi" / "run.json").read_text())
+    assert (record["video"]["width"], record["video"]["height"]) == (2 * W, H)
+    point = rows(tmp_path / "out" / "sar" / "biwi" / "track.csv")[0]
+    assert float(point["x"]) == pytest.approx(68, abs=2) and float(point["y"]) == pytest.approx(24, abs=2)
+    out_frames, _ = decoded(tmp_path / "out" / "sar" / "biwi" / "overlay.mp4")
+    assert out_frames[0][1].shape == (H, 2 * W, 3)
