@@ -136,7 +136,7 @@ def postprocess(setup: Setup, batches: list, outputs: list) -> tuple[dict, list]
             yield runner.Batch(b.frames, inputs=dict(b.inputs), windows=b.windows, outputs={name: out})
 
     def work():
-        done[:], seconds = each_timed(runner.postprocess(fresh(), [setup.model], setup.options, nonfinite=[]))
+        done[:], seconds = each_timed(runner.postprocess(fresh(), [setup.model], setup.options, runner.Nonfinite()))
         return seconds
 
     return setup.measure(work), done

@@ -90,15 +90,17 @@ def warnings(summary: dict) -> list[str]:
     out, f = [], summary["frames"]
     early = summary["stopped_early"]
     if f["read_error"]:
-        out.append(f"{summary['input']}: reading stopped after {f['last_time_s']} s on damage ({f['read_error']}); "
+        where = f"after {f['last_time_s']:.3f} s" if f["last_time_s"] is not None else "before the range"
+        out.append(f"{summary['input']}: reading stopped {where} on damage ({f['read_error']}); "
                    f"every frame before was processed")
     elif early:
         out.append(f"{summary['input']} ends at {early['at_s']} s of the {early['expected_end_s']} s its container "
                    f"declares: the file is cut short or damaged; every frame before was processed")
-    if f["nonfinite_output"]:
-        out.append(f"{summary['input']}: the model gave NaN or Inf for {f['nonfinite_output']} frames (the first at "
-                   f"{f['nonfinite_times_s'][0]} s), which have no result; check the model with edge-export's "
-                   f"parity gate, or run it in fp32")
+    for name, model in summary["models"].items():
+        if model["nonfinite_output"]:
+            out.append(f"{summary['input']}: the {name} model gave NaN or Inf for {model['nonfinite_output']} frames "
+                       f"(the first at {model['nonfinite_times_s'][0]:.3f} s), which have no result; check the model "
+                       f"with edge-export's parity gate, or run it in fp32")
     return out
 
 

@@ -42,7 +42,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_SEQUENCE_FPS = 25  # the rate a folder or glob of images is played at, as frames 0.04 s apart
 # A frame time this far past the previous one is damage, not a pause in recording (a flipped
 # bit in an MPEG-TS timestamp jumps hours ahead; mp4 cannot even store such a gap at 90 kHz).
+# Backwards, more than the reorder window (or 0.1 s) is one too: shuffled times move a frame or two.
 MAX_TIME_JUMP_S = 3600.0
+# A sample aspect ratio outside this is a damaged header, not a real camera's pixels.
+SANE_SAR = (0.25, 4.0)
 
 # Matrices cv2's I420 conversion implements (BT.601); "unspecified" is what FFmpeg assumes
 # for untagged video too, so only BT.709/BT.2020 or full-range frames need swscale.
@@ -75,6 +78,9 @@ class VideoInfo:
     pix_fmt: str
     rotation: int
     audio_codec: str | None
+    # where the container says the video itself ends; None where it only gives the whole file's
+    # length (mkv) and another stream may outlast the video
+    declared_end_s: float | None = None
 
 
 @dataclass
@@ -115,10 +121,15 @@ def probe(path: str | os.PathLike, *, stream: int = 0) -> VideoInfo:
         ctx = stream.codec_context
         width, height = _displayed(ctx.width, ctx.height, stream.sample_aspect_ratio, rotation // 90)
         fps = float(stream.average_rate) if stream.average_rate else 0.0
+        start_s = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        declared_end_s = None
         if stream.duration is not None:
             duration_s = float(stream.duration * stream.time_base)
+            declared_end_s = start_s + duration_s
         elif container.duration is not None:
             duration_s = container.duration / av.time_base
+            if len(container.streams) == 1:
+                declared_end_s = start_s + duration_s
         else:
             duration_s = None
         if stream.frames:
@@ -136,13 +147,14 @@ def probe(path: str | os.PathLike, *, stream: int = 0) -> VideoInfo:
             height=height,
             fps=fps,
             time_base=Fraction(stream.time_base),
-            start_s=float(stream.start_time * stream.time_base) if stream.start_time else 0.0,
+            start_s=start_s,
             duration_s=duration_s,
             frame_count=frame_count,
             codec=ctx.codec.canonical_name,
             pix_fmt=ctx.pix_fmt or "unknown",
             rotation=rotation,
             audio_codec=audio.codec_context.codec.canonical_name if audio else None,
+            declared_end_s=declared_end_s,
         )
 
 
@@ -198,13 +210,18 @@ def image_sequence(path: str) -> list[str] | None:
     """The images a folder or a glob pattern names, in natural name order (frame2 before
     frame10); None when `path` is neither, so it is read as a video file."""
     if os.path.isdir(path):
-        names = [os.path.join(path, n) for n in os.listdir(path)]
+        try:
+            names = [os.path.join(path, n) for n in os.listdir(path)]
+        except OSError as err:
+            raise InputError(f"cannot list the images in {path}: {err.strerror}") from None
     elif glob.has_magic(path) and not os.path.exists(path):
         names = glob.glob(path)
     else:
         return None
     images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(n)]
-    return sorted(images, key=lambda n: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", n)])
+    # splitting on a captured group alternates text and digits: odd parts are the numbers
+    return sorted(images, key=lambda n: [int(part) if i % 2 else part
+                                         for i, part in enumerate(re.split(r"([0-9]+)", n))])
 
 
 def sequence_name(path: str) -> str:
@@ -212,7 +229,8 @@ def sequence_name(path: str) -> str:
     if image_sequence(path) is None:
         return os.path.splitext(os.path.basename(path))[0]
     folder = path if os.path.isdir(path) else os.path.dirname(path)
-    return os.path.basename(os.path.normpath(folder or ".")) or "images"
+    name = os.path.basename(os.path.abspath(folder or "."))
+    return "".join(c for c in name if c not in "*?[]") or "images"
 
 
 def _probe_images(path: str, images: list[str]) -> VideoInfo:
@@ -238,7 +256,8 @@ def _image_frames(path, images, start_s, end_s, select, pixels, stats) -> Iterat
     differs from the first readable one (an overlay video has one size), is skipped and counted."""
     if not images:
         raise _no_images(path)
-    size = None
+    first = _probe_images(path, images)  # the size probe reported: the first readable image's
+    size = (first.height, first.width, 3)
     for index, name in enumerate(images):
         pts_s = index / IMAGE_SEQUENCE_FPS
         if start_s is not None and pts_s < start_s:
@@ -247,7 +266,6 @@ def _image_frames(path, images, start_s, end_s, select, pixels, stats) -> Iterat
             return
         bgr = cv2.imread(name)  # EXIF orientation applied, as a phone photo is shown
         stats.decoded += 1
-        size = size or (bgr.shape if bgr is not None else None)
         if bgr is None or bgr.shape != size:
             stats.add_corrupt(pts_s)
             continue
@@ -432,7 +450,7 @@ class _AudioTrack:
             self._dst = out.add_stream("aac", rate=rate, layout=layout)
             self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=1024)
             self._samples = None  # output pts in samples, set by the first frame
-        self._packets = self._in.demux(self._src)
+        self._packets = _packets(self._in, self._src, DecodeStats())  # damage ends the audio, not the run
         self._last_dts = None
         self._next = self._read()
 
@@ -456,7 +474,7 @@ class _AudioTrack:
 
     def _read(self) -> av.Packet | None:
         for packet in self._packets:
-            if packet.pts is None or not packet.size:
+            if packet is None or packet.pts is None or not packet.size:
                 continue
             t = self._time(packet)
             if self._end_s is not None and t >= self._end_s:
@@ -480,7 +498,12 @@ class _AudioTrack:
             if self._last_dts is not None and dts <= self._last_dts:
                 return
             self._last_dts = dts
-            self._mux(packet)
+            try:
+                self._mux(packet)
+            except av.FFmpegError as err:
+                if isinstance(err, OSError):  # the disk, not the packet: that stops the run
+                    raise
+                # a damaged packet the muxer refuses (an ADTS header gone bad) is a moment of sound
         else:
             self._encode(self._decode(packet))
 
@@ -546,7 +569,7 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator
         stream.thread_type = "AUTO"
         size = None
         sar = stream.sample_aspect_ratio
-        square = not sar or sar == 1
+        square = not sar or sar == 1 or not SANE_SAR[0] <= sar <= SANE_SAR[1]
         for frame_index, (frame, pts_s) in enumerate(_in_time_order(_decoded(container, stream, stats))):
             size = size or (frame.width, frame.height)
             if (frame.width, frame.height) != size:  # a damaged header, decoded as a picture of another size
@@ -573,7 +596,7 @@ def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
     """Frames in the decoder's output order with their own times; corrupt packets skipped."""
     rate = stream.average_rate or stream.guessed_rate
     step = 1 / float(rate) if rate else 0.0
-    pts_s = None
+    pts_s, offset_s = None, 0.0
     for packet in _packets(container, stream, stats):
         try:
             decoded = packet.decode() if packet is not None else stream.decode(None)
@@ -582,15 +605,19 @@ def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
             stats.add_corrupt(float(packet.pts * packet.time_base) if known else pts_s or 0.0)
             continue
         for frame in decoded:
-            time_s = float(frame.time) if frame.pts is not None else None
+            time_s = float(frame.time) + offset_s if frame.pts is not None else None
             if time_s is not None and not math.isfinite(time_s):  # a damaged time base
                 stats.add_corrupt(pts_s + step if pts_s is not None else 0.0)
                 time_s = None
             if pts_s is None:
                 pts_s = time_s if time_s is not None else 0.0
-            elif time_s is None or time_s - pts_s > MAX_TIME_JUMP_S:
-                if time_s is not None:
-                    stats.add_corrupt(pts_s + step)
+            elif time_s is None:
+                pts_s += step
+            elif time_s - pts_s > MAX_TIME_JUMP_S or pts_s - time_s > max(REORDER_FRAMES * step, 0.1):
+                # A discontinuity (damage, or two files joined byte to byte): counted once, and the
+                # times from here on shifted to continue one frame after the last good one.
+                stats.add_corrupt(pts_s + step)
+                offset_s += pts_s + step - time_s
                 pts_s += step
             else:
                 pts_s = time_s
@@ -680,14 +707,17 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
         rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
     else:
         # swscale takes the matrix from the frame but not the range unless told.
-        rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
+        try:
+            rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
+        except av.FFmpegError:  # a damaged colour tag swscale does not know: BT.601, as FFmpeg guesses
+            rgb = frame.to_ndarray(format="rgb24", src_colorspace=av.video.reformatter.Colorspace.ITU601)
     return np.ascontiguousarray(np.rot90(rgb, _quarter_turns(frame.rotation)))
 
 
 def _displayed(width: int, height: int, sar, turns: int) -> tuple[int, int]:
     """(width, height) as a player shows a coded picture: non-square pixels (a sample aspect
     ratio, as DV and DVD have) stretched to square ones, then turned."""
-    if sar and sar != 1:
+    if sar and sar != 1 and SANE_SAR[0] <= sar <= SANE_SAR[1]:
         width = max(1, round(width * sar))
     return (height, width) if turns % 2 else (width, height)
 

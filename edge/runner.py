@@ -201,7 +201,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
     wall, cpu = time.perf_counter(), time.process_time()
     stats = media.DecodeStats()
     counts = {"written": 0, "processed": 0, "last_time_s": None}
-    nonfinite: list[float] = []  # times of processed frames whose model output was NaN or Inf
+    nonfinite = Nonfinite()
     stagings: dict[str, Staging] = {}
     try:
         for m in models:
@@ -235,9 +235,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             "frames": {"decoded": stats.decoded, "in_range": counts["written"], "processed": counts["processed"],
                        "not_selected": counts["written"] - counts["processed"], "corrupt_skipped": stats.corrupt,
                        "corrupt_times_s": stats.corrupt_times_s, "last_time_s": counts["last_time_s"],
-                       "read_error": stats.read_error,
-                       "nonfinite_output": len(set(nonfinite)),
-                       "nonfinite_times_s": sorted(set(nonfinite))[:media.MAX_CORRUPT_TIMES]},
+                       "read_error": stats.read_error},
             "stopped_early": stopped_early(info, counts["last_time_s"], end_s),
             "options": {"decoder": decoder, "batch": batch, "stride": stride, "sample_fps": sample_fps,
                         "start_s": start_s, "end_s": end_s, "alpha": options.alpha, "threshold": options.threshold,
@@ -254,7 +252,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             "started_at": started_at.isoformat(timespec="seconds"),
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
-            "models": {m.folder_name: model_record(m) for m in models},
+            "models": {m.folder_name: {**model_record(m), **nonfinite.record(m.folder_name)} for m in models},
         }
         try:
             for name, staging in stagings.items():
@@ -300,9 +298,9 @@ def stopped_early(info: media.VideoInfo, last_time_s: float | None, end_s: float
     """Where the frames ran out, when that is well before the end the container declares: a
     file cut short (an interrupted copy or recording). None when the run reached the end, or
     when the container declares none (MPEG-TS estimates its duration from what is there)."""
-    if last_time_s is None or not info.duration_s or not info.fps:
+    if last_time_s is None or info.declared_end_s is None or not info.fps:
         return None
-    expected_s = info.start_s + info.duration_s
+    expected_s = info.declared_end_s
     if end_s is not None:
         expected_s = min(expected_s, end_s)
     reached_s = last_time_s + 1 / info.fps
@@ -365,7 +363,23 @@ def infer(batches, models: list[Model]):
         yield batch
 
 
-def postprocess(batches, models: list[Model], options: tasks.Options, nonfinite: list[float]):
+class Nonfinite:
+    """Per model, how many processed frames had NaN or Inf in its output, and the first times."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self.times: dict[str, list[float]] = {}
+
+    def add(self, name: str, times: list[float]) -> None:
+        self.counts[name] = self.counts.get(name, 0) + len(times)
+        kept = self.times.setdefault(name, [])
+        kept.extend(times[: media.MAX_CORRUPT_TIMES - len(kept)])
+
+    def record(self, name: str) -> dict:
+        return {"nonfinite_output": self.counts.get(name, 0), "nonfinite_times_s": self.times.get(name, [])}
+
+
+def postprocess(batches, models: list[Model], options: tasks.Options, nonfinite: Nonfinite):
     """Each model's raw output into per-frame results. A frame whose output holds NaN or Inf gets
     no result (its overlay shows the frame as it is, its rows are left out) and is counted by
     time: a broken model or an fp16 overflow must show, never become a plausible overlay."""
@@ -381,7 +395,7 @@ def postprocess(batches, models: list[Model], options: tasks.Options, nonfinite:
                 if finite is None or finite.all():
                     batch.results[name] = decoders[name](raw, selected, windows)
                     continue
-                nonfinite.extend(f.pts_s for f, ok in zip(selected, finite) if not ok)
+                nonfinite.add(name, [f.pts_s for f, ok in zip(selected, finite) if not ok])
                 keep = np.flatnonzero(finite)
                 good = iter(decoders[name](raw[keep], [selected[i] for i in keep], [windows[i] for i in keep])
                             if len(keep) else [])

@@ -2,7 +2,8 @@
 
     python -m tests.fuzz CASES SEED
 
-Damages real encoded clips at random (1 to 40 bytes flipped, half of them also cut short),
+Damages the corpus's encoded clips (tests/test_corpus.py SOURCES, two of them with audio) at
+random (1 to 40 bytes flipped, half of them also cut short),
 runs each through edge-run with the three default models in an isolated worker, and counts the
 outcomes. Anything but a success or a clean one-line input error is printed with its file.
 """
@@ -16,9 +17,7 @@ from pathlib import Path
 
 from tests.isolated import Worker
 from tests.makers_clips import make_clip
-from tests.test_corpus import TASKS, moving
-
-SOURCES = {"clip.ts": dict(codec="mpeg2video"), "clip.mkv": {}, "clip.avi": dict(codec="mpeg4"), "clip.mp4": {}}
+from tests.test_corpus import SOURCES, TASKS, moving
 
 
 def damage(data: bytes, rng: random.Random) -> bytes:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WORKER = r"""
-import contextlib, io, json, resource, signal, sys, traceback
+import contextlib, io, json, os, resource, signal, sys, traceback
+results = os.fdopen(os.dup(1), "w")  # the protocol's own channel: nothing a case prints reaches it
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 from edge.cli import main
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past a file size limit, writes fail (EFBIG) instead
 unlimited = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -27,7 +29,7 @@ for line in sys.stdin:
             traceback.print_exc()
             code = -1
     resource.setrlimit(resource.RLIMIT_FSIZE, unlimited)
-    print(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}), flush=True)
+    print(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}), file=results, flush=True)
 """
 
 
@@ -55,7 +57,7 @@ class Worker:
     def _start(self) -> None:
         root = Path(__file__).resolve().parents[1]
         # C-level output (FFmpeg's log) goes nowhere: an unread pipe could fill and block the worker
-        self.process = subprocess.Popen([sys.executable, "-u", "-c", WORKER], stdin=subprocess.PIPE,
+        self.process = subprocess.Popen([sys.executable, "-u", "-W", "ignore", "-c", WORKER], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root,
                                         env={**os.environ, "PYTHONPATH": str(root)})
 

@@ -17,6 +17,10 @@ from tests.isolated import Worker
 from tests.makers_clips import make_clip, make_tone, square
 
 TASKS = "camvid,planet,biwi"
+# real encoded clips to damage: a streaming container, one with an index, an old codec, and two
+# with audio, whose track is read (and copied into overlays) separately from the video
+SOURCES = {"clip.ts": dict(codec="mpeg2video"), "clip.mkv": {}, "clip.avi": dict(codec="mpeg4"), "clip.mp4": {},
+           "audio.ts": dict(codec="mpeg2video", audio=True), "audio.mp4": dict(audio=True)}
 
 
 def moving(n: int, h: int = 48, w: int = 64) -> list:
@@ -101,11 +105,9 @@ def test_odd_media_process_every_frame(corpus, worker, tmp_path, name):
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    """Real encoded clips to damage: a streaming container, one with an index, an old codec."""
     folder = tmp_path_factory.mktemp("sources")
     made = {}
-    for name, options in (("clip.ts", dict(codec="mpeg2video")), ("clip.mkv", {}),
-                          ("clip.avi", dict(codec="mpeg4")), ("clip.mp4", {})):
+    for name, options in SOURCES.items():
         make_clip(folder / name, moving(24), fps=12, **options)
         made[name] = (folder / name).read_bytes()
     return made
@@ -144,7 +146,7 @@ def test_an_audio_only_file_fails_in_one_line(worker, tmp_path):
     assert outcome.code == 3 and outcome.clean and "has no video stream (found: audio)" in outcome.stderr
 
 
-@pytest.mark.parametrize("source", ["clip.ts", "clip.mkv", "clip.avi", "clip.mp4"])
+@pytest.mark.parametrize("source", list(SOURCES))
 @pytest.mark.parametrize("keep", [0.2, 0.5, 0.8, 0.97])
 def test_truncated_files_keep_what_came_before(sources, worker, tmp_path, source, keep):
     data = sources[source]
@@ -154,7 +156,7 @@ def test_truncated_files_keep_what_came_before(sources, worker, tmp_path, source
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
-@given(source=st.sampled_from(["clip.ts", "clip.mkv", "clip.avi", "clip.mp4"]),
+@given(source=st.sampled_from(list(SOURCES)),
        flips=st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(1, 255)), min_size=1,
                       max_size=40),
        cut=st.one_of(st.none(), st.floats(0.05, 1.0)))
@@ -255,3 +257,39 @@ def test_an_output_folder_removed_during_the_run_is_one_line(tmp_path, monkeypat
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 5 and len(lines) == 1
     assert lines[0].startswith("edge-run: error: cannot write the outputs in") and "still exists" in lines[0]
+
+
+def test_audio_outlasting_the_video_is_not_a_file_cut_short(worker, tmp_path):
+    """mkv gives only the whole file's length; here the audio runs 3 s past the video."""
+    from tests.makers_clips import _write_tone
+
+    clip = tmp_path / "long-audio.mkv"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=12)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        tone = out.add_stream("aac", rate=48000, layout="mono")
+        for i, rgb in enumerate(moving(12)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        _write_tone(out, tone, 4.0)
+    outcome = worker.run([clip, "--task", "biwi", "--out", tmp_path / "out", "--json"])
+    assert outcome.code == 0 and outcome.stderr == "", outcome.stderr
+    assert summary_of(outcome)["stopped_early"] is None
+
+
+def test_joined_files_continue_in_time(worker, tmp_path):
+    """A second file's times start again at zero: one discontinuity, counted once, and the times go on."""
+    first, second = tmp_path / "a.ts", tmp_path / "b.ts"
+    make_clip(first, moving(12), fps=12, codec="mpeg2video")
+    make_clip(second, moving(12), fps=12, codec="mpeg2video")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    outcome = worker.run([joined, "--task", "biwi", "--out", tmp_path / "out", "--json"])
+    assert outcome.code == 0, outcome.stderr
+    summary = summary_of(outcome)
+    assert summary["frames"]["corrupt_skipped"] == 1 and summary["frames"]["processed"] >= 23
+    with av.open(summary["outputs"]["biwi"] + "/overlay.mp4") as c:
+        times = [f.time for f in c.decode(video=0)]
+    assert times[-1] > 1.8 and all(b - a == pytest.approx(1 / 12, abs=1e-3) for a, b in zip(times, times[1:]))

@@ -429,3 +429,17 @@ def test_shuffled_frame_times_come_out_in_order_and_strictly_increasing():
     times = [t for _, t in out]
     assert times[:9] == [0.04, 0.08, 0.12, 0.16, 0.2, 0.24, 0.28, 0.32, 0.36]
     assert times[9] == pytest.approx(0.36 + 1e-6)
+
+
+def test_a_damaged_colour_tag_falls_back_to_bt601():
+    """swscale refuses a colorspace value it does not know (a damaged header); the frame is still
+    converted, as BT.601, which is what FFmpeg assumes for untagged video."""
+    from edge.media import _rgb
+
+    rgb = square(48, 64, 10, 10, rgb=(200, 100, 50))
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    frame.colorspace = 65  # no such matrix
+    with pytest.raises(av.FFmpegError):
+        frame.to_ndarray(format="rgb24", src_color_range=None)
+    out = _rgb(frame)
+    assert out.shape == rgb.shape and np.abs(out.astype(int) - rgb).mean() < 4

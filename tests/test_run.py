@@ -153,8 +153,7 @@ def test_stride_keeps_every_frame_in_the_overlay_and_processes_some(tmp_path, mo
     record = json.loads((tmp_path / "out" / "c" / "biwi" / "run.json").read_text())
     assert record["frames"] | {"corrupt_times_s": []} == {
         "decoded": 24, "in_range": 24, "processed": 5, "not_selected": 19, "corrupt_skipped": 0,
-        "corrupt_times_s": [], "last_time_s": pytest.approx(23 / 24), "nonfinite_output": 0, "nonfinite_times_s": [],
-        "read_error": None}
+        "corrupt_times_s": [], "last_time_s": pytest.approx(23 / 24), "read_error": None}
     assert record["stopped_early"] is None
 
 
@@ -286,10 +285,10 @@ def test_nan_outputs_get_no_result_and_are_counted(tmp_path, models, capsys):
     code = run(clip, "--model", models.biwi(eps=0.0), "--out", tmp_path / "out", "--batch", "4")
     assert code == 0
     err = capsys.readouterr().err
-    assert "the model gave NaN or Inf for 3 frames (the first at 0.0 s)" in err
+    assert "the biwi model gave NaN or Inf for 3 frames (the first at 0.000 s)" in err
     record = json.loads((tmp_path / "out" / "c" / "biwi" / "run.json").read_text())
-    assert record["frames"]["nonfinite_output"] == 3
-    assert record["frames"]["nonfinite_times_s"] == pytest.approx([0, 3 / 9, 6 / 9])
+    assert record["model"]["nonfinite_output"] == 3
+    assert record["model"]["nonfinite_times_s"] == pytest.approx([0, 3 / 9, 6 / 9])
     track = rows(tmp_path / "out" / "c" / "biwi" / "track.csv")
     assert [int(r["frame"]) for r in track] == [1, 2, 4, 5, 7, 8]
     out, _ = decoded(tmp_path / "out" / "c" / "biwi" / "overlay.mp4")
