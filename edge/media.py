@@ -570,7 +570,8 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator
         size = None
         sar = stream.sample_aspect_ratio
         square = not sar or sar == 1 or not SANE_SAR[0] <= sar <= SANE_SAR[1]
-        for frame_index, (frame, pts_s) in enumerate(_in_time_order(_decoded(container, stream, stats))):
+        timed = _in_time_order(_deinterlaced(_decoded(container, stream, stats), stream))
+        for frame_index, (frame, pts_s) in enumerate(timed):
             size = size or (frame.width, frame.height)
             if (frame.width, frame.height) != size:  # a damaged header, decoded as a picture of another size
                 stats.add_corrupt(pts_s)
@@ -639,6 +640,45 @@ def _packets(container, stream, stats) -> Iterator[av.Packet | None]:
             yield None
             return
         yield packet
+
+
+def _deinterlaced(timed, stream) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Interlaced frames through FFmpeg's yadif, so that models and overlays see whole pictures,
+    not two fields a moment apart combed together. It gives one frame per frame, one frame
+    late; the times go along in a queue. Progressive frames pass as they are, and so does a
+    frame the filter refuses (a damaged one of another size)."""
+    graph, times = None, collections.deque()
+    for frame, t in timed:
+        if graph is None and not frame.interlaced_frame:
+            yield frame, t
+            continue
+        if graph is None:
+            graph = av.filter.Graph()
+            source, yadif, sink = (graph.add_buffer(template=stream),
+                                   graph.add("yadif", "mode=send_frame:parity=auto:deint=interlaced"),
+                                   graph.add("buffersink"))
+            source.link_to(yadif)
+            yadif.link_to(sink)
+            graph.configure()
+        try:
+            graph.push(frame)
+        except av.FFmpegError:
+            yield frame, t
+            continue
+        times.append(t)
+        yield from _pulled(graph, times)
+    if graph is not None:
+        graph.push(None)
+        yield from _pulled(graph, times)
+
+
+def _pulled(graph, times: collections.deque) -> Iterator[tuple[av.VideoFrame, float]]:
+    while times:
+        try:
+            frame = graph.pull()
+        except (BlockingIOError, av.EOFError):
+            return
+        yield frame, times.popleft()
 
 
 def _in_time_order(timed: Iterator[tuple[av.VideoFrame, float]]) -> Iterator[tuple[av.VideoFrame, float]]:

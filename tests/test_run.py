@@ -411,3 +411,35 @@ def test_non_square_pixels_are_shown_as_a_player_shows_them(tmp_path, models, de
     assert float(point["x"]) == pytest.approx(68, abs=2) and float(point["y"]) == pytest.approx(24, abs=2)
     out_frames, _ = decoded(tmp_path / "out" / "sar" / "biwi" / "overlay.mp4")
     assert out_frames[0][1].shape == (H, 2 * W, 3)
+
+
+def test_interlaced_frames_are_deinterlaced(tmp_path, models):
+    """Two fields a moment apart (a bar moved between them) comb a frame; the overlay must show
+    whole pictures, as every frame count and time of the input."""
+    def combed(i):
+        img = np.zeros((H, W, 3), np.uint8)
+        x = 10 + 6 * i
+        img[0::2, x : x + 20] = 255  # top field
+        img[1::2, x + 8 : x + 28] = 255  # bottom field, later
+        return img
+
+    clip = tmp_path / "interlaced.mp4"
+    with av.open(str(clip), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.options = {"flags": "+ilme+ildct", "x264-params": "interlaced=1:tff=1", "crf": "10"}
+        for i in range(8):
+            frame = av.VideoFrame.from_ndarray(combed(i), format="rgb24")
+            frame.pts = i
+            out.mux(s.encode(frame))
+        out.mux(s.encode(None))
+    assert run(clip, "--model", models.biwi(), "--out", tmp_path / "out", "--quiet") == 0
+    written, _ = decoded(tmp_path / "out" / "interlaced" / "biwi" / "overlay.mp4")
+    source, _ = decoded(clip)
+
+    def combing(rgb):  # how much each row differs from the next: fields apart make it large
+        grey = rgb.astype(int).mean(axis=2)
+        return np.abs(grey[1:] - grey[:-1]).mean()
+
+    assert [round(t, 3) for t, _ in written] == [round(t, 3) for t, _ in source]
+    assert max(combing(rgb) for _, rgb in written) < 0.25 * min(combing(rgb) for _, rgb in source)
