@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from . import __version__, backends, media, tasks
-from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, UsageError
+from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, UsageError, user_line
 from .frames import Frame
 from .geometry import Preprocessor, planes_size
 from .model import TASKS, Contract, file_sha256, parse
@@ -228,6 +228,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             raise InputError(f"{info.path}: no frame could be decoded; the file is damaged, or try --decoder pyav")
         elapsed = time.perf_counter() - wall
         summary = {
+            "status": "done",
             "input": os.path.abspath(info.path),
             "video": {"stream": info.stream, "width": info.width, "height": info.height, "fps": info.fps,
                       "codec": info.codec, "duration_s": info.duration_s, "audio_codec": info.audio_codec,
@@ -265,10 +266,37 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
         except OSError as err:
             raise cannot_write(out / media.sequence_name(info.path), err) from err
         return summary
-    except BaseException:
+    except BaseException as err:
         for staging in stagings.values():
             staging.discard()
+        if counts["written"] or isinstance(err, (Interrupted, KeyboardInterrupt)):
+            record_stop(stagings, info, err, counts, started_at)
         raise
+
+
+def record_stop(stagings: dict, info: media.VideoInfo, err: BaseException, counts: dict,
+                started_at: datetime.datetime) -> None:
+    """A run that did not finish leaves run.json with its status, the error and how far it got,
+    in each output folder that holds no earlier run's outputs (those, with their own run.json,
+    stay as they were). Nothing else: no output carries a final name unfinished."""
+    interrupted = isinstance(err, (Interrupted, KeyboardInterrupt))
+    record = {
+        "status": "interrupted" if interrupted else "failed",
+        "error": user_line(err) if isinstance(err, EdgeError) else f"{type(err).__name__}: {err}",
+        "input": os.path.abspath(info.path),
+        "frames": {"in_range": counts["written"], "processed": counts["processed"],
+                   "last_time_s": counts["last_time_s"]},
+        "tool": {"name": "edge", "version": __version__, "python": platform.python_version()},
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "stopped_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "files": [],
+    }
+    for staging in stagings.values():
+        try:
+            if not any(not p.name.startswith(".") for p in staging.out_dir.iterdir()):
+                write_json(staging.out_dir / "run.json", record)
+        except OSError:
+            pass  # the record is a courtesy: the error the user sees is the one being raised
 
 
 @contextmanager

@@ -178,7 +178,7 @@ def test_an_empty_time_range_writes_nothing(tmp_path, capsys, clip, models):
     assert written(tmp_path / "out") == []
 
 
-def test_a_failing_stage_is_named_and_leaves_nothing(tmp_path, capsys, clip, models):
+def test_a_failing_stage_is_named_and_leaves_only_its_record(tmp_path, capsys, clip, models):
     import onnx
 
     path = models.camvid()
@@ -195,7 +195,10 @@ def test_a_failing_stage_is_named_and_leaves_nothing(tmp_path, capsys, clip, mod
                             "--batch", "1")
     line = only_line(err)
     assert code == 4 and "class id 3" in line and "stage 'postprocess', frame 5" in line
-    assert written(tmp_path / "out") == []
+    (record,) = written(tmp_path / "out")
+    assert record.name == "run.json"
+    stop = json.loads(record.read_text())
+    assert stop["status"] == "failed" and "class id 3" in stop["error"] and stop["files"] == []
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys, models):
@@ -214,8 +217,9 @@ def test_interrupt_stops_promptly_and_keeps_no_partial_file(tmp_path, models, si
     rng = np.random.default_rng(1)
     noise = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(8)]
     make_clip(clip, (noise[i % 8] for i in range(1500)), fps=25, codec="mpeg4")  # quick to make, slow to run
+    make_clip(tmp_path / "short.mp4", noise[:4], fps=25)
     out = tmp_path / "out"
-    proc = _spawn([clip, "--model", models.camvid(), "--out", out, "--quiet"])
+    proc = _spawn([tmp_path / "short.mp4", clip, "--model", models.camvid(), "--out", out, "--quiet"])
     deadline = time.monotonic() + 30
     while not list(out.glob("*/*/.edge-partial-*/.overlay.mp4*")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -226,7 +230,12 @@ def test_interrupt_stops_promptly_and_keeps_no_partial_file(tmp_path, models, si
     _, err = proc.communicate(timeout=15)
     assert time.monotonic() - sent < 3
     assert proc.returncode == code and "interrupted" in err and "Traceback" not in err
-    assert written(out) == []
+    # the finished input's outputs stay; the interrupted one leaves only its record
+    assert sorted(p.name for p in written(out / "short")) == ["classes.csv", "overlay.mp4", "run.json"]
+    (record,) = written(out / "long")
+    stop = json.loads(record.read_text())
+    assert (record.name, stop["status"], stop["files"]) == ("run.json", "interrupted", [])
+    assert stop["frames"]["in_range"] > 0
 
 
 def test_runs_without_torch_or_fastai(tmp_path, models):

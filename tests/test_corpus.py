@@ -235,7 +235,10 @@ def test_a_full_disk_is_one_line_and_leaves_no_final_file(worker, tmp_path):
                          file_size_limit=60_000)
     assert outcome.code == 5 and outcome.clean, outcome.failure or outcome.stderr
     assert "cannot write" in outcome.stderr
-    assert [p.name for p in out.rglob("*") if p.is_file()] == []  # not even a staged partial one
+    # not even a staged partial file: only the failed run's record
+    records = [p for p in out.rglob("*") if p.is_file()]
+    assert [p.name for p in records] == ["run.json"]
+    assert json.loads(records[0].read_text())["status"] == "failed"
 
 
 def test_an_output_folder_removed_during_the_run_is_one_line(tmp_path, monkeypatch, capsys):
