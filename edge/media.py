@@ -589,7 +589,9 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator
                 continue
             image = None
             if selected or pixels == "all":
-                image = _rgb(frame) if square else _resized(_rgb(frame), _displayed(frame.width, frame.height, sar, turns))
+                image = _rgb(frame)
+                if not square:
+                    image = _resized(image, _displayed(frame.width, frame.height, sar, turns))
             yield Frame(frame_index, pts_s, image, selected)
 
 
@@ -668,8 +670,9 @@ def _deinterlaced(timed, stream) -> Iterator[tuple[av.VideoFrame, float]]:
         times.append(t)
         yield from _pulled(graph, times)
     if graph is not None:
-        graph.push(None)
-        yield from _pulled(graph, times)
+        with contextlib.suppress(av.FFmpegError):  # the last frame is lost, not the run
+            graph.push(None)
+            yield from _pulled(graph, times)
 
 
 def _pulled(graph, times: collections.deque) -> Iterator[tuple[av.VideoFrame, float]]:
