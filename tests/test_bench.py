@@ -325,3 +325,43 @@ def test_looping_keeps_every_frame_and_its_spacing(tmp_path, container, codec):
         times = sorted(float(f.time) for f in c.decode(video=0))
     assert len(times) == 30
     assert times == pytest.approx([i / 10 for i in range(30)], abs=1e-3)
+
+
+def test_a_gpu_report_renders_its_gpu_figures_fp16_gain_and_failures(tmp_path):
+    """The report of a CUDA machine, made here from figures (no GPU needed to check the writing)."""
+    def fig(fps, **extra):
+        return {"fps": fps, "fps_min": fps * 0.9, "fps_max": fps * 1.1, "ms_per_frame": 1000 / fps,
+                "cpu_ms_per_frame": 0.5, "cpu_cores_used": 0.3, "repeats": 3, **extra}
+
+    gpu = dict(device="cuda (TensorRT fp16)", gpu_util_pct=87.5, gpu_memory_mb=1536, gpu_samples=40,
+               latency_ms_p50=4.0, latency_ms_p95=4.5)
+    config = {"stage": "inference alone", "backend": "tensorrt"}
+    model = {
+        "model": "camvid.onnx", "path": "/m/camvid.onnx", "sha256": "0" * 64, "task": "camvid", "producer": "x",
+        "input_size": [360, 480], "frames": 100, "opencv_threads": "default", "pipeline_decode": "decode + RGB",
+        "decode": {"pyav": {"decode": fig(900), "decode + RGB": fig(600)}},
+        "preprocess": {"8": fig(700)}, "postprocess": {"8": fig(800)},
+        "sinks": {"overlay.mp4": fig(400), "all sinks": fig(380)},
+        "inference": [{**config, "precision": "fp16", "batch": 8, **fig(300, **gpu)},
+                      {**config, "precision": "fp32", "batch": 8, **fig(150, **gpu)},
+                      {**config, "precision": "fp16", "batch": 16, "failed": "RuntimeError: out of memory"}],
+        "pipeline": [{"stage": "pipeline", "backend": "tensorrt", "precision": "fp16", "batch": 8,
+                      **fig(270, device="cuda (TensorRT fp16)", gpu_util_pct=80.0, gpu_memory_mb=1600),
+                      "busy_s": {k: 0.1 for k in ("decode", "preprocess", "infer", "postprocess", "sinks")},
+                      "total_s": 0.4, "thread_cpu_ms_per_frame": {k: 0.1 for k in (
+                          "decode", "preprocess", "infer", "postprocess", "sinks", "native pools")}}],
+        "baselines": {"hand loop": fig(50, device="cuda"), "learn.predict": {"unavailable": "no --learner given"}},
+        "memory": {"runs": [{"frames": 100, "peak_rss_mb": 900.0}]},
+    }
+    model["headline"] = analysis.headline(model, cores=8)
+    document = {"video": "v.mp4", "frames": 100, "repeats": 3, "warmup": 1, "when": "now", "command": "edge-bench v.mp4",
+                "machine": {"cpu": "x", "cores": 8, "memory_gb": 32, "os": "linux", "python": "3.11",
+                            "versions": {"tensorrt": "10.3"}, "gpus": [{"name": "RTX 4090", "driver": "550.1",
+                                                                        "memory": "24564 MiB"}]},
+                "models": [model]}
+    md = report.write(document, tmp_path).read_text()
+    assert "RTX 4090 (driver 550.1, 24564 MiB)" in md and "tensorrt 10.3" in md
+    assert "88% busy, 1536 MB" in md and "failed: RuntimeError: out of memory" in md
+    assert "fp16 ÷ fp32, inference alone: tensorrt batch 8 2.00×" in md
+    assert model["headline"]["ratios"]["inference_alone"] == pytest.approx(0.9)
+    assert (tmp_path / "fps_vs_batch.png").exists() and (tmp_path / "stages.png").exists()
