@@ -19,6 +19,8 @@ from importlib import metadata
 
 import numpy as np
 
+from edge.backends.ort import usable_cores
+
 
 @dataclass
 class Sample:
@@ -144,7 +146,7 @@ def machine() -> dict:
     with contextlib.suppress(OSError):
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                    cpu)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     info = {
         "cpu": cpu, "cores": cores, "memory_gb": _memory_gb(), "os": platform.platform(),
         "python": platform.python_version(),

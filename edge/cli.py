@@ -110,8 +110,8 @@ def _run(args) -> list[dict]:
                             save_masks=args.save_masks, preset=args.preset)
     with _progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:
         return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
-                   decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps, start_s=args.start,
-                   end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
+                   decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,
+                   start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
                    precision=args.precision, options=options,
                    progress=progress, notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 

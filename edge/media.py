@@ -209,24 +209,29 @@ def check_read_options(*, decoder: str, start_s: float | None, end_s: float | No
 def image_sequence(path: str) -> list[str] | None:
     """The images a folder or a glob pattern names, in natural name order (frame2 before
     frame10); None when `path` is neither, so it is read as a video file."""
+    if not _names_images(path):
+        return None
     if os.path.isdir(path):
         try:
             names = [os.path.join(path, n) for n in os.listdir(path)]
         except OSError as err:
             raise InputError(f"cannot list the images in {path}: {err.strerror}") from None
-    elif glob.has_magic(path) and not os.path.exists(path):
-        names = glob.glob(path)
     else:
-        return None
+        names = glob.glob(path)
     images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(n)]
     # splitting on a captured group alternates text and digits: odd parts are the numbers
     return sorted(images, key=lambda n: [int(part) if i % 2 else part
                                          for i, part in enumerate(re.split(r"([0-9]+)", n))])
 
 
+def _names_images(path: str) -> bool:
+    """Whether `path` is a folder or a glob pattern (a file that exists is a file, magic or not)."""
+    return os.path.isdir(path) or (glob.has_magic(path) and not os.path.exists(path))
+
+
 def sequence_name(path: str) -> str:
     """A name for the outputs of `path`: a video's stem, a folder's name, a glob's folder."""
-    if image_sequence(path) is None:
+    if not _names_images(path):
         return os.path.splitext(os.path.basename(path))[0]
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     name = os.path.basename(os.path.abspath(folder or "."))
@@ -235,7 +240,8 @@ def sequence_name(path: str) -> str:
 
 def _probe_images(path: str, images: list[str]) -> VideoInfo:
     if not images:
-        raise _no_images(path)
+        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}; pass a video file, a folder of "
+                         f"images or a glob such as 'frames/*.jpg'")
     first = next((image for image in map(cv2.imread, images) if image is not None), None)
     if first is None:
         raise InputError(f"none of the {len(images)} images in {path} can be read; check they are image files")
@@ -246,16 +252,9 @@ def _probe_images(path: str, images: list[str]) -> VideoInfo:
                      pix_fmt="bgr24", rotation=0, audio_codec=None)
 
 
-def _no_images(path: str) -> InputError:
-    return InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}; pass a video file, a folder of "
-                      f"images or a glob such as 'frames/*.jpg'")
-
-
 def _image_frames(path, images, start_s, end_s, select, pixels, stats) -> Iterator[Frame]:
     """Each image a frame, 1 / IMAGE_SEQUENCE_FPS apart; one that cannot be read, or whose size
     differs from the first readable one (an overlay video has one size), is skipped and counted."""
-    if not images:
-        raise _no_images(path)
     first = _probe_images(path, images)  # the size probe reported: the first readable image's
     size = (first.height, first.width, 3)
     for index, name in enumerate(images):
@@ -498,12 +497,10 @@ class _AudioTrack:
             if self._last_dts is not None and dts <= self._last_dts:
                 return
             self._last_dts = dts
-            try:
+            # A damaged packet the muxer refuses (an ADTS header gone bad) is a moment of sound;
+            # a disk that fails arrives as an OutputError, which is no FFmpegError, and stops the run.
+            with contextlib.suppress(av.FFmpegError):
                 self._mux(packet)
-            except av.FFmpegError as err:
-                if isinstance(err, OSError):  # the disk, not the packet: that stops the run
-                    raise
-                # a damaged packet the muxer refuses (an ADTS header gone bad) is a moment of sound
         else:
             self._encode(self._decode(packet))
 
@@ -568,8 +565,7 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator
         stream = _video_stream(container, path, index)
         stream.thread_type = "AUTO"
         size = None
-        sar = stream.sample_aspect_ratio
-        square = not sar or sar == 1 or not SANE_SAR[0] <= sar <= SANE_SAR[1]
+        sar = _stretch(stream.sample_aspect_ratio)
         timed = _in_time_order(_deinterlaced(_decoded(container, stream, stats), stream))
         for frame_index, (frame, pts_s) in enumerate(timed):
             size = size or (frame.width, frame.height)
@@ -584,13 +580,13 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator
                 return
             selected = select(pts_s)
             turns = _quarter_turns(frame.rotation)
-            if pixels == "planes" and selected and square and _plain_i420(frame) and not turns:
+            if pixels == "planes" and selected and sar is None and _plain_i420(frame) and not turns:
                 yield Frame(frame_index, pts_s, None, selected, planes=frame.to_ndarray())
                 continue
             image = None
             if selected or pixels == "all":
                 image = _rgb(frame)
-                if not square:
+                if sar is not None:
                     image = _resized(image, _displayed(frame.width, frame.height, sar, turns))
             yield Frame(frame_index, pts_s, image, selected)
 
@@ -602,7 +598,7 @@ def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
     pts_s, offset_s = None, 0.0
     for packet in _packets(container, stream, stats):
         try:
-            decoded = packet.decode() if packet is not None else stream.decode(None)
+            decoded = stream.decode(packet)  # None, after a demuxer failure, flushes the decoder
         except av.FFmpegError:
             known = packet is not None and packet.pts is not None
             stats.add_corrupt(float(packet.pts * packet.time_base) if known else pts_s or 0.0)
@@ -757,10 +753,18 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, _quarter_turns(frame.rotation)))
 
 
+def _stretch(sar) -> Fraction | None:
+    """The sample aspect ratio a picture must be stretched by (non-square pixels, as DV and DVD
+    have); None for square pixels, or a ratio no camera makes (a damaged header)."""
+    if not sar or sar == 1 or not SANE_SAR[0] <= sar <= SANE_SAR[1]:
+        return None
+    return sar
+
+
 def _displayed(width: int, height: int, sar, turns: int) -> tuple[int, int]:
-    """(width, height) as a player shows a coded picture: non-square pixels (a sample aspect
-    ratio, as DV and DVD have) stretched to square ones, then turned."""
-    if sar and sar != 1 and SANE_SAR[0] <= sar <= SANE_SAR[1]:
+    """(width, height) as a player shows a coded picture: stretched by its sample aspect ratio
+    (see _stretch), then turned."""
+    if _stretch(sar) is not None:
         width = max(1, round(width * sar))
     return (height, width) if turns % 2 else (width, height)
 
@@ -826,7 +830,7 @@ def _audio_stream(container) -> av.audio.stream.AudioStream | None:
 def _first_frame(container, stream) -> av.VideoFrame | None:
     for packet in _packets(container, stream, DecodeStats()):
         try:
-            for frame in packet.decode() if packet is not None else stream.decode(None):
+            for frame in stream.decode(packet):
                 return frame
         except av.FFmpegError:
             continue

@@ -25,6 +25,11 @@ from .pipeline import Pipeline, Stage
 from .sinks import Staging, write_json
 
 MODEL_DIR_ENV = "EDGE_MODEL_DIR"
+TOOL = {"name": "edge", "version": __version__, "python": platform.python_version()}  # in every run.json
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -203,9 +208,10 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
     counts = {"written": 0, "processed": 0, "last_time_s": None}
     nonfinite = Nonfinite()
     stagings: dict[str, Staging] = {}
+    folder = out / media.sequence_name(info.path)
     try:
         for m in models:
-            stagings[m.folder_name] = Staging(out / media.sequence_name(info.path) / m.folder_name)
+            stagings[m.folder_name] = Staging(folder / m.folder_name)
         stages = [
             Stage("decode", lambda: media.read_frames(
                 info.path, decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
@@ -249,9 +255,9 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             "stage_cpu_s": {s.name: round(s.cpu_s, 3) for s in stages},
             "frames_per_s": round(counts["written"] / elapsed, 2),
             "processed_per_s": round(counts["processed"] / elapsed, 2),
-            "tool": {"name": "edge", "version": __version__, "python": platform.python_version()},
+            "tool": TOOL,
             "started_at": started_at.isoformat(timespec="seconds"),
-            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "finished_at": now_iso(),
             "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
             "models": {m.folder_name: {**model_record(m), **nonfinite.record(m.folder_name)} for m in models},
         }
@@ -264,7 +270,7 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             for staging in stagings.values():
                 staging.commit()
         except OSError as err:
-            raise cannot_write(out / media.sequence_name(info.path), err) from err
+            raise cannot_write(folder, err) from err
         return summary
     except BaseException as err:
         for staging in stagings.values():
@@ -286,9 +292,9 @@ def record_stop(stagings: dict, info: media.VideoInfo, err: BaseException, count
         "input": os.path.abspath(info.path),
         "frames": {"in_range": counts["written"], "processed": counts["processed"],
                    "last_time_s": counts["last_time_s"]},
-        "tool": {"name": "edge", "version": __version__, "python": platform.python_version()},
+        "tool": TOOL,
         "started_at": started_at.isoformat(timespec="seconds"),
-        "stopped_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "stopped_at": now_iso(),
         "files": [],
     }
     for staging in stagings.values():

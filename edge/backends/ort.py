@@ -10,10 +10,15 @@ from . import check_file
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, as a container or taskset limits it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_threads() -> int:
     """Intra-op threads: all cores on a small machine (inference is the bottleneck there and
     idle ORT threads sleep, since spinning is off), one core left for decode and encode above four."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return cores if cores <= 4 else cores - 1
 
 
