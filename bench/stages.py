@@ -136,7 +136,7 @@ def postprocess(setup: Setup, batches: list, outputs: list) -> tuple[dict, list]
             yield runner.Batch(b.frames, inputs=dict(b.inputs), windows=b.windows, outputs={name: out})
 
     def work():
-        done[:], seconds = each_timed(runner.postprocess(fresh(), [setup.model], setup.options, runner.Nonfinite()))
+        done[:], seconds = each_timed(runner.postprocess(fresh(), [setup.model], setup.options))
         return seconds
 
     return setup.measure(work), done
@@ -163,10 +163,12 @@ def sinks(setup: Setup, finished: list) -> dict[str, dict]:
     probe = tasks.SinkContext(setup.work, contract, setup.info, setup.options, start_s, setup.end_s)
     result = {s.name: setup.measure(one(i)) for i, s in enumerate(module.sinks(probe))}
 
-    def together():
-        counts = {"written": 0, "processed": 0}
-        list(runner.write_sinks(iter(finished), [setup.model], {name: runner.Staging(setup.scratch())}, setup.info,
-                                setup.options, start_s, setup.end_s, counts))
+    def together():  # with the checkpoints a run takes
+        folder = setup.scratch()
+        settings = runner.Settings(batch=len(finished[0].frames), end_s=setup.end_s, options=setup.options)
+        outputs = runner.Outputs(setup.info, settings, start_s, runner.Checkpoints(folder, {}, {name: contract.task}))
+        list(runner.write_sinks(iter(finished), [setup.model], {name: runner.Staging(folder / name)}, runner.Tally(),
+                                outputs))
 
     result["all sinks"] = setup.measure(together)
     return result

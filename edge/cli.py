@@ -8,7 +8,7 @@ import traceback
 from . import __version__, tasks
 from .errors import EdgeError, user_line
 from .model import TASKS
-from .runner import run
+from .runner import CHECKPOINT_S, run
 
 
 OPTION_DEFAULTS = tasks.Options()
@@ -53,6 +53,12 @@ def parser() -> argparse.ArgumentParser:
                    help=f"x264 preset of overlay videos (default {OPTION_DEFAULTS.preset}: the least CPU); "
                         "slower ones make smaller files")
     p.add_argument("--save-masks", action="store_true", help="camvid: also write class-id masks as PNGs")
+    p.add_argument("--resume", action="store_true",
+                   help="carry on an interrupted run of the same command from its last checkpoint, and skip "
+                        "inputs it already finished")
+    p.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_S, metavar="SECONDS",
+                   help="seconds of video between the checkpoints --resume starts from "
+                        f"(default {CHECKPOINT_S:g}; part of what --resume checks is the same)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -79,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in summaries:
             f = s["frames"]
             corrupt = f", {f['corrupt_skipped']} corrupt skipped" if f["corrupt_skipped"] else ""
-            print(f"{s['input']}: {f['in_range']} frames, {f['processed']} processed{corrupt} "
+            resumed = f" ({s['resumed']['frames_before']} of them before resuming)" if s["resumed"] else ""
+            print(f"{s['input']}: {f['in_range']} frames{resumed}, {f['processed']} processed{corrupt} "
                   f"in {s['seconds']['total']:.1f} s ({s['frames_per_s']} frames/s) -> "
                   f"{', '.join(s['outputs'].values())}")
     return 0
@@ -112,8 +119,8 @@ def _run(args) -> list[dict]:
         return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
                    decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,
                    start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
-                   precision=args.precision, options=options,
-                   progress=progress, notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
+                   precision=args.precision, options=options, resume=args.resume,
+                   checkpoint_s=args.checkpoint_every, progress=progress, notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 
 class _progress:

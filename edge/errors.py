@@ -14,15 +14,20 @@ def last_line(err: BaseException) -> str:
 def user_line(err: "EdgeError") -> str:
     """The error as the user sees it: its message, and where in the pipeline when a stage raised
     an error of its own kind (a StageError's message already says where)."""
+    line = str(err)
     if getattr(err, "stage", None) and not isinstance(err, StageError):
-        return f"{err} (stage '{err.stage}', frame {err.frame_index})"
-    return str(err)
+        line = f"{err} (stage '{err.stage}', frame {err.frame_index})"
+    if err.resume_from_s is not None:
+        line += (f"; the outputs up to {err.resume_from_s:.2f} s are kept: give the same command with --resume "
+                 f"to carry on from there")
+    return line
 
 
 class EdgeError(Exception):
     """Base of every error edge raises on purpose; `str(err)` is the line the user sees."""
 
     exit_code = 1
+    resume_from_s: float | None = None  # set when the run stopped can carry on from there
 
 
 class UsageError(EdgeError, ValueError):
@@ -66,5 +71,8 @@ class Interrupted(EdgeError):
     """SIGINT or SIGTERM arrived; the exit code follows the shell convention 128 + signal."""
 
     def __init__(self, signum: int):
-        super().__init__("interrupted; no partial outputs were kept")
+        super().__init__("interrupted")
         self.exit_code = 128 + signum
+
+    def __str__(self) -> str:
+        return "interrupted" if self.resume_from_s is not None else "interrupted; no partial outputs were kept"

@@ -1,5 +1,4 @@
-"""Video in and out: probe a file, decode its frames with their real timestamps, and encode
-RGB frames to an H.264 mp4 that carries the input's audio.
+"""Video in: probe a file and decode its frames with their real timestamps (writer.py encodes).
 
 FFmpeg's own log lines stay off: PyAV 18 installs a silent log callback by default, and
 `av.logging.set_level(ERROR)` would route every "error while decoding MB" into Python's
@@ -14,8 +13,7 @@ import itertools
 import math
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -23,17 +21,11 @@ import av
 import cv2
 import numpy as np
 
-from edge.errors import InputError, OutputError, UsageError
+from edge.errors import InputError, UsageError
 from edge.frames import Frame
 
 DECODERS = ("pyav", "opencv")
 PIXELS = ("all", "selected", "planes")
-X264_PRESETS = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast",
-    "medium", "slow", "slower", "veryslow", "placebo",
-)
-# Audio codecs the mp4 muxer takes as they are; anything else is re-encoded to AAC.
-MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
 TEXT_FORMATS = ("tty",)
 TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")
 MAX_CORRUPT_TIMES = 1000
@@ -51,8 +43,6 @@ SANE_SAR = (0.25, 4.0)
 # for untagged video too, so only BT.709/BT.2020 or full-range frames need swscale.
 _BT601 = frozenset({2, 5, 6})  # AVCOL_SPC_UNSPECIFIED, BT470BG, SMPTE170M
 _FULL_RANGE = 2  # AVCOL_RANGE_JPEG
-_SMPTE170M = 6
-_LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
 
 
 @dataclass(frozen=True)
@@ -169,6 +159,7 @@ def read_frames(
     pixels: str = "all",
     stats: DecodeStats | None = None,
     stream: int = 0,
+    resume_after: int = -1,
 ) -> Iterator[Frame]:
     """Yield the frames of `path` with pts in [start_s, end_s), upright RGB.
 
@@ -176,7 +167,9 @@ def read_frames(
     second of stream time) marks which are `selected`. With pixels="selected" the others
     come with image=None, which skips their colour conversion, the costly part; with
     pixels="planes" the selected ones also skip it where they can, coming as I420 planes
-    (Frame.planes; PyAV decoder, plain BT.601 yuv420p, no rotation). Options are checked
+    (Frame.planes; PyAV decoder, plain BT.601 yuv420p, no rotation). Frames up to index
+    `resume_after` are decoded but not yielded nor converted: selection, times and `stats`
+    then go on exactly as in a whole read, which a resumed run needs. Options are checked
     here; the file is opened on the first `next()`.
     """
     select = check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
@@ -185,10 +178,10 @@ def read_frames(
     stats = stats if stats is not None else DecodeStats()
     images = image_sequence(os.fspath(path))
     if images is not None:
-        return _image_frames(os.fspath(path), images, start_s, end_s, select, pixels, stats)
+        return _image_frames(os.fspath(path), images, start_s, end_s, select, pixels, stats, resume_after)
     if decoder == "opencv":
-        return _opencv_frames(os.fspath(path), start_s, end_s, select, pixels, stats)
-    return _pyav_frames(os.fspath(path), start_s, end_s, select, pixels, stats, stream)
+        return _opencv_frames(os.fspath(path), start_s, end_s, select, pixels, stats, resume_after)
+    return _pyav_frames(os.fspath(path), start_s, end_s, select, pixels, stats, stream, resume_after)
 
 
 def check_read_options(*, decoder: str, start_s: float | None, end_s: float | None, stride: int,
@@ -252,7 +245,7 @@ def _probe_images(path: str, images: list[str]) -> VideoInfo:
                      pix_fmt="bgr24", rotation=0, audio_codec=None)
 
 
-def _image_frames(path, images, start_s, end_s, select, pixels, stats) -> Iterator[Frame]:
+def _image_frames(path, images, start_s, end_s, select, pixels, stats, resume_after) -> Iterator[Frame]:
     """Each image a frame, 1 / IMAGE_SEQUENCE_FPS apart; one that cannot be read, or whose size
     differs from the first readable one (an overlay video has one size), is skipped and counted."""
     first = _probe_images(path, images)  # the size probe reported: the first readable image's
@@ -269,263 +262,10 @@ def _image_frames(path, images, start_s, end_s, select, pixels, stats) -> Iterat
             stats.add_corrupt(pts_s)
             continue
         selected = select(pts_s)
+        if index <= resume_after:
+            continue
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if selected or pixels == "all" else None
         yield Frame(index, pts_s, image, selected)
-
-
-class VideoWriter:
-    """Encodes RGB frames to H.264 in an mp4 at `path`, with the audio of `audio_from`.
-
-    Use it as a context manager: frames go to a hidden temporary file in the same folder,
-    which replaces `path` only when the `with` block ends without an exception; otherwise
-    it is deleted, so a half-written file never carries the final name.
-
-    Frame times are kept exactly: `write(rgb, pts_s)` stores pts_s - start_s in `time_base`
-    (pass the input stream's). Audio packets of [start_s, end_s) are copied, shifted by
-    -start_s, when mp4 accepts their codec, and re-encoded to AAC otherwise; `end_s` only
-    bounds the audio, the video is what gets written.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        width: int,
-        height: int,
-        time_base: Fraction,
-        audio_from: str | os.PathLike | None = None,
-        start_s: float = 0.0,
-        end_s: float | None = None,
-        crf: int = 20,
-        preset: str = "ultrafast",
-    ):
-        for name, value in (("width", width), ("height", height)):
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"{name} must be a positive integer, got {value!r}")
-        if not Fraction(time_base) > 0:
-            raise UsageError(f"time_base must be positive, got {time_base}")
-        if not start_s >= 0:
-            raise UsageError(f"start_s must be >= 0 seconds, got {start_s}")
-        if end_s is not None and not end_s > start_s:
-            raise UsageError(f"end_s must be after start_s, got start_s={start_s} end_s={end_s}")
-        if not isinstance(crf, int) or not 0 <= crf <= 51:
-            raise UsageError(f"crf must be an integer from 0 to 51, got {crf!r}")
-        _check_choice("preset", preset, X264_PRESETS)
-
-        self.path = os.fspath(path)
-        self._shape = (height, width, 3)
-        self._time_base = Fraction(time_base)
-        self._start_s = start_s
-        self._last_pts = -1
-        self._step = 0  # the latest pts interval, in ticks; see _mux_video
-        self._audio = None
-        folder, name = os.path.split(os.path.abspath(self.path))
-        try:
-            fd, self._partial = tempfile.mkstemp(prefix=f".{name}.partial-", suffix=".mp4", dir=folder)
-        except OSError as err:
-            raise OutputError(
-                f"cannot create a file in {folder}: {err.strerror}; choose a writable output folder"
-            ) from err
-        os.close(fd)
-        try:
-            self._out = av.open(self._partial, "w", format="mp4")
-            self._video = self._out.add_stream("libx264")
-            # x264's 4:2:0 needs even sizes and H.264 can only crop in 2-pixel steps, so an
-            # odd side is padded by one replicated row/column: the output is 1 px larger
-            # there, but plays everywhere (4:4:4 would keep the size but not the players).
-            self._pad = ((0, height % 2), (0, width % 2), (0, 0))
-            self._video.width = width + width % 2
-            self._video.height = height + height % 2
-            self._video.pix_fmt = "yuv420p"
-            self._video.time_base = self._time_base
-            ctx = self._video.codec_context
-            ctx.time_base = self._time_base
-            # Frames are converted with BT.601 limited range (cv2's I420); say so, or
-            # players guess BT.709 for HD sizes and shift the colours.
-            ctx.colorspace = _SMPTE170M
-            ctx.color_range = _LIMITED_RANGE
-            ctx.options = {"crf": str(crf), "preset": preset}
-            if audio_from is not None:
-                self._audio = _AudioTrack.open(self._out, os.fspath(audio_from), start_s, end_s, self._mux)
-        except BaseException:
-            self._discard()
-            raise
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._discard()
-            return
-        try:
-            self._mux_video(self._video.encode(None))
-            if self._audio is not None:
-                self._audio.finish()
-            try:
-                self._out.close()
-                os.chmod(self._partial, 0o644)  # mkstemp made it private to its owner
-                os.replace(self._partial, self.path)
-            except OSError as err:
-                raise OutputError(f"cannot write {self.path}: {err}; check the output folder") from err
-        except BaseException:
-            self._discard()
-            raise
-
-    def write(self, rgb: np.ndarray, pts_s: float) -> None:
-        """Encode one HxWx3 uint8 RGB frame shown at `pts_s` seconds of the input."""
-        if rgb.shape != self._shape or rgb.dtype != np.uint8:
-            raise ValueError(f"expected a {self._shape} uint8 RGB image, got {rgb.shape} {rgb.dtype}")
-        # mp4 needs strictly increasing times; the first frame starts at 0 at the earliest.
-        pts = max(round((pts_s - self._start_s) / self._time_base), self._last_pts + 1)
-        if self._last_pts >= 0:
-            self._step = pts - self._last_pts
-        self._last_pts = pts
-        if self._pad[0][1] or self._pad[1][1]:
-            rgb = np.pad(rgb, self._pad, mode="edge")
-        yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts = pts
-        frame.time_base = self._time_base
-        self._mux_video(self._video.encode(frame))
-        if self._audio is not None:
-            self._audio.mux_until(float(pts * self._time_base))
-
-    def _mux_video(self, packets: list[av.Packet]) -> None:
-        for packet in packets:
-            # x264 leaves durations at 0 and mp4 then gives the last frame 1/24 s (PyAV's
-            # default rate); the latest interval is the best guess, exact for constant rates.
-            if not packet.duration:
-                packet.duration = self._step
-            self._mux(packet)
-
-    def _mux(self, packet: av.Packet) -> None:
-        try:
-            self._out.mux(packet)
-        except OSError as err:
-            raise OutputError(f"cannot write {self.path}: {err.strerror}; check free disk space") from err
-
-    def _discard(self) -> None:
-        for closable in (self._audio, getattr(self, "_out", None)):
-            if closable is not None:
-                with contextlib.suppress(Exception):
-                    closable.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._partial)
-
-
-class _AudioTrack:
-    """Moves the audio of [start_s, end_s) from an input file into the output, in step with
-    the video so the muxer never has to hold more than a moment of either."""
-
-    @classmethod
-    def open(cls, out, path: str, start_s: float, end_s: float | None, mux: Callable):
-        """The track for the first audio stream of `path`, or None when it has none."""
-        source = _open_input(path)
-        try:
-            if _audio_stream(source) is not None:
-                return cls(out, source, start_s, end_s, mux)
-        except BaseException:
-            source.close()
-            raise
-        source.close()
-        return None
-
-    def __init__(self, out, source, start_s: float, end_s: float | None, mux: Callable):
-        self._in = source
-        self._mux = mux
-        self._start_s = start_s
-        self._end_s = end_s
-        self._src = _audio_stream(source)
-        self._copy = self._src.codec_context.codec.canonical_name in MP4_AUDIO_COPY
-        if self._copy:
-            self._dst = out.add_stream_from_template(self._src)
-            self._shift = round(start_s / self._src.time_base)
-        else:
-            src = self._src.codec_context
-            rates = av.Codec("aac", "w").audio_rates
-            rate = src.sample_rate if src.sample_rate in rates else 48000
-            layout = "mono" if src.layout.nb_channels == 1 else "stereo"
-            self._dst = out.add_stream("aac", rate=rate, layout=layout)
-            self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=1024)
-            self._samples = None  # output pts in samples, set by the first frame
-        self._packets = _packets(self._in, self._src, DecodeStats())  # damage ends the audio, not the run
-        self._last_dts = None
-        self._next = self._read()
-
-    def mux_until(self, t_s: float | None) -> None:
-        """Mux the packets that start at or before output time `t_s` (None: all)."""
-        while self._next is not None and (t_s is None or self._time(self._next) - self._start_s <= t_s):
-            self._move(self._next)
-            self._next = self._read()
-
-    def finish(self) -> None:
-        self.mux_until(None)
-        if not self._copy:
-            self._encode(self._decode(None))
-            self._encode([None])  # drain the resampler
-            for packet in self._dst.encode(None):
-                self._mux(packet)
-        self.close()
-
-    def close(self) -> None:
-        self._in.close()
-
-    def _read(self) -> av.Packet | None:
-        for packet in self._packets:
-            if packet is None or packet.pts is None or not packet.size:
-                continue
-            t = self._time(packet)
-            if self._end_s is not None and t >= self._end_s:
-                break
-            # `<`, not `<=`: AAC's priming packet ends exactly at 0 and the decoder needs it
-            # (mp4 hides it again with an edit list).
-            if t + float((packet.duration or 0) * self._src.time_base) < self._start_s:
-                continue
-            return packet
-        return None
-
-    def _move(self, packet: av.Packet) -> None:
-        if self._copy:
-            packet.stream = self._dst
-            packet.pts -= self._shift
-            if packet.dts is not None:
-                packet.dts -= self._shift
-            # A damaged file's audio times can go backwards; the muxer refuses those (and then
-            # the whole file), so such a packet is dropped: a moment of sound, not the run.
-            dts = packet.dts if packet.dts is not None else packet.pts
-            if self._last_dts is not None and dts <= self._last_dts:
-                return
-            self._last_dts = dts
-            # A damaged packet the muxer refuses (an ADTS header gone bad) is a moment of sound;
-            # a disk that fails arrives as an OutputError, which is no FFmpegError, and stops the run.
-            with contextlib.suppress(av.FFmpegError):
-                self._mux(packet)
-        else:
-            self._encode(self._decode(packet))
-
-    def _decode(self, packet: av.Packet | None) -> list[av.AudioFrame]:
-        try:
-            return self._src.decode(packet)
-        except av.FFmpegError:
-            return []  # a damaged audio packet costs a moment of sound, not the whole run
-
-    def _encode(self, frames: list[av.AudioFrame | None]) -> None:
-        for frame in frames:
-            if frame is not None and self._samples is None:
-                # Starts at 0 at the earliest: a packet that straddles start_s is kept whole.
-                t = frame.time if frame.time is not None else self._start_s
-                self._samples = max(0, round((t - self._start_s) * self._dst.rate))
-            for chunk in self._resampler.resample(frame):
-                # Count samples rather than trust input times: the encoder needs them gapless.
-                chunk.pts = self._samples
-                chunk.time_base = Fraction(1, self._dst.rate)
-                self._samples += chunk.samples
-                for out_packet in self._dst.encode(chunk):
-                    self._mux(out_packet)
-
-    def _time(self, packet: av.Packet) -> float:
-        return float(packet.pts * self._src.time_base)
 
 
 class _Selector:
@@ -560,7 +300,7 @@ class _Selector:
         return True
 
 
-def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator[Frame]:
+def _pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_after) -> Iterator[Frame]:
     with _open_input(path) as container:
         stream = _video_stream(container, path, index)
         stream.thread_type = "AUTO"
@@ -579,6 +319,8 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats, index) -> Iterator
             if end_s is not None and pts_s >= end_s:
                 return
             selected = select(pts_s)
+            if frame_index <= resume_after:
+                continue
             turns = _quarter_turns(frame.rotation)
             if pixels == "planes" and selected and sar is None and _plain_i420(frame) and not turns:
                 yield Frame(frame_index, pts_s, None, selected, planes=frame.to_ndarray())
@@ -695,7 +437,7 @@ def _in_time_order(timed: Iterator[tuple[av.VideoFrame, float]]) -> Iterator[tup
             yield pending.popleft(), last
 
 
-def _opencv_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Frame]:
+def _opencv_frames(path, start_s, end_s, select, pixels, stats, resume_after) -> Iterator[Frame]:
     # OpenCV only reports "not opened"; probing first gives the same errors as PyAV, the start
     # time OpenCV subtracts from its timestamps, and the displayed size it does not apply.
     info = probe(path)
@@ -715,6 +457,8 @@ def _opencv_frames(path, start_s, end_s, select, pixels, stats) -> Iterator[Fram
             if end_s is not None and pts_s >= end_s:
                 return
             selected = select(pts_s)
+            if frame_index <= resume_after:
+                continue
             image = None
             if selected or pixels == "all":
                 ok, bgr = capture.retrieve()

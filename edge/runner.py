@@ -4,7 +4,10 @@ decode → batch (preprocess the selected frames) → infer → postprocess → 
 thread (see pipeline.py). Several models share one decode; each gets its own output folder.
 """
 
+import dataclasses
 import datetime
+import json
+import math
 import os
 import platform
 import signal
@@ -16,15 +19,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import __version__, backends, media, tasks
+from . import __version__, backends, media, tasks, writer
 from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, UsageError, user_line
 from .frames import Frame
 from .geometry import Preprocessor, planes_size
 from .model import TASKS, Contract, file_sha256, parse
 from .pipeline import Pipeline, Stage
+from .resume import Checkpoint, Checkpoints, fingerprint, key_of
 from .sinks import Staging, write_json
 
 MODEL_DIR_ENV = "EDGE_MODEL_DIR"
+# How much video an interrupted run may have to do again; each checkpoint also starts the
+# overlay's encoder afresh on a keyframe, as x264 does every 250 frames anyway.
+CHECKPOINT_S = 10.0
 TOOL = {"name": "edge", "version": __version__, "python": platform.python_version()}  # in every run.json
 
 
@@ -56,6 +63,8 @@ class Batch:
     windows: dict[tuple, list] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     results: dict[str, list] = field(default_factory=dict)
+    nonfinite: dict[str, list[float]] = field(default_factory=dict)  # per model, times of frames with NaN/Inf out
+    postprocess_state: dict[str, dict] = field(default_factory=dict)  # per model, its postprocessor's after this batch
 
     @property
     def selected(self) -> list[Frame]:
@@ -146,6 +155,48 @@ def _is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Everything besides the inputs and models that shapes a run's outputs."""
+
+    batch: int
+    decoder: str = "pyav"
+    stride: int = 1
+    sample_fps: float | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    precision: str | None = None
+    checkpoint_s: float = CHECKPOINT_S
+    options: tasks.Options = tasks.Options()
+
+    def record(self) -> dict:
+        return {"decoder": self.decoder, "batch": self.batch, "stride": self.stride, "sample_fps": self.sample_fps,
+                "start_s": self.start_s, "end_s": self.end_s, **dataclasses.asdict(self.options),
+                "precision": self.precision, "checkpoint_s": self.checkpoint_s}
+
+
+@dataclass
+class Tally:
+    """How far the sinks stage got: frames written (every frame in range) and processed, the
+    last one's index and time, and per model the times of frames whose output was NaN or Inf.
+    Plain values, so a checkpoint stores it as it is."""
+
+    written: int = 0
+    processed: int = 0
+    last_index: int = -1
+    last_time_s: float | None = None
+    nonfinite: dict[str, list] = field(default_factory=dict)  # model → [count, first times]
+
+    def add_nonfinite(self, name: str, times: list[float]) -> None:
+        count, kept = self.nonfinite.setdefault(name, [0, []])
+        self.nonfinite[name][0] = count + len(times)
+        kept.extend(times[: media.MAX_CORRUPT_TIMES - len(kept)])
+
+    def nonfinite_record(self, name: str) -> dict:
+        count, times = self.nonfinite.get(name, [0, []])
+        return {"nonfinite_output": count, "nonfinite_times_s": times}
+
+
 def run(
     inputs: list[str],
     *,
@@ -164,13 +215,18 @@ def run(
     threads: int | None = None,
     precision: str | None = None,
     options: tasks.Options = tasks.Options(),
+    resume: bool = False,
+    checkpoint_s: float = CHECKPOINT_S,
     progress=None,
     notice=lambda message: None,
 ) -> list[dict]:
-    """Run every model over every input; returns one summary dict per input (also in run.json)."""
+    """Run every model over every input; returns one summary dict per input (also in run.json).
+
+    With `resume`, an input whose run was interrupted carries on from its last checkpoint (taken
+    every `checkpoint_s` seconds of video), and one already done with the same command is skipped."""
     media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                              stream=stream)
-    check_options(batch=batch, options=options)
+    check_options(batch=batch, options=options, checkpoint_s=checkpoint_s)
     with signals_raise():
         loaded = load_models(models, tasks_, backend=backend, device=device, threads=threads, batch=batch,
                              precision=precision, notice=notice)
@@ -178,58 +234,100 @@ def run(
         for info in infos:
             if info.video_streams > 1:
                 notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} (--stream)")
-        return [
-            run_one(info, loaded, out=Path(out), batch=batch or loaded[0].backend.default_batch, decoder=decoder,
-                    stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s, options=options,
-                    progress=progress)
-            for info in infos
-        ]
+        settings = Settings(batch=batch or loaded[0].backend.default_batch, decoder=decoder, stride=stride,
+                            sample_fps=sample_fps, start_s=start_s, end_s=end_s, precision=precision,
+                            checkpoint_s=checkpoint_s, options=options)
+        plans = []
+        for info in infos:  # every resume checked before any work too
+            folder = Path(out) / media.sequence_name(info.path)
+            identity = run_identity(info, loaded, settings)
+            done = finished(folder, loaded, resume_key=key_of(identity)) if resume else None
+            if done is not None:
+                notice(f"{info.path}: already done with these options, in {folder}; skipped")
+            checkpoints = Checkpoints(folder, identity, {m.folder_name: m.contract.task for m in loaded})
+            if done is None:
+                checkpoints.open(resume=resume, notice=notice)
+            plans.append((info, checkpoints, done))
+        return [done or run_one(info, loaded, checkpoints, settings, progress=progress)
+                for info, checkpoints, done in plans]
 
 
-def check_options(*, batch, options) -> None:
+def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S) -> None:
     if batch is not None and batch < 1:
         raise UsageError(f"--batch must be 1 or more, got {batch}")
     if not 0 <= options.alpha <= 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {options.alpha}")
     if options.threshold is not None and not 0 <= options.threshold <= 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {options.threshold}")
-    if options.preset not in media.X264_PRESETS:
-        raise UsageError(f"--preset {options.preset!r} is not an x264 preset; allowed: {', '.join(media.X264_PRESETS)}")
+    if options.preset not in writer.X264_PRESETS:
+        raise UsageError(f"--preset {options.preset!r} is not an x264 preset; allowed: {', '.join(writer.X264_PRESETS)}")
     if options.min_duration_s < 0:
         raise UsageError(f"--min-duration must be 0 or more seconds, got {options.min_duration_s}")
+    if not 0 < checkpoint_s < math.inf:
+        raise UsageError(f"--checkpoint-every must be a positive number of seconds, got {checkpoint_s}")
 
 
-def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int, decoder: str, stride: int,
-            sample_fps: float | None, start_s: float | None, end_s: float | None, options: tasks.Options,
+def run_identity(info: media.VideoInfo, models: list[Model], settings: Settings) -> dict:
+    """What must be the same for a run to be resumed, or recognised as already done."""
+    return {"input": {**fingerprint(info.path), "stream": info.stream},
+            "models": {m.folder_name: {"sha256": m.sha256, "backend": m.backend.name, "device": m.backend.device}
+                       for m in models},
+            "settings": settings.record(), "edge": __version__}
+
+
+def finished(folder: Path, models: list[Model], *, resume_key: str) -> dict | None:
+    """The summary of a finished run with the same identity whose outputs are all in `folder`."""
+    records = {}
+    for m in models:
+        try:
+            record = json.loads((folder / m.folder_name / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if record.get("status") != "done" or record.get("resume_key") != resume_key:
+            return None
+        if not all((folder / m.folder_name / name).exists() for name in record["files"]):
+            return None
+        records[m.folder_name] = record
+    summary = {k: v for k, v in next(iter(records.values())).items() if k not in ("model", "files")}
+    return {**summary, "outputs": {name: str(folder / name) for name in records},
+            "models": {name: record["model"] for name, record in records.items()}}
+
+
+def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints, settings: Settings, *,
             progress) -> dict:
     started_at = datetime.datetime.now(datetime.timezone.utc)
     wall, cpu = time.perf_counter(), time.process_time()
     stats = media.DecodeStats()
-    counts = {"written": 0, "processed": 0, "last_time_s": None}
-    nonfinite = Nonfinite()
+    resumed = checkpoints.resumed
+    tally = Tally(**resumed.position) if resumed else Tally()
+    frames_before = tally.written
     stagings: dict[str, Staging] = {}
-    folder = out / media.sequence_name(info.path)
+    folder = checkpoints.folder
+    s = settings
     try:
         for m in models:
-            stagings[m.folder_name] = Staging(folder / m.folder_name)
+            reuse = resumed.models[m.folder_name]["staging"] if resumed else None
+            stagings[m.folder_name] = Staging(folder / m.folder_name, reuse=reuse)
+        # output videos start at 0 even when the input starts later (MPEG-TS) or --start is given
+        start_s = max(s.start_s or 0.0, info.start_s)
         stages = [
             Stage("decode", lambda: media.read_frames(
-                info.path, decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
-                pixels=pixels_for(m.contract.task for m in models), stats=stats, stream=info.stream)),
-            Stage("preprocess", lambda frames: batch_frames(frames, models, batch)),
+                info.path, decoder=s.decoder, start_s=s.start_s, end_s=s.end_s, stride=s.stride,
+                sample_fps=s.sample_fps, pixels=pixels_for(m.contract.task for m in models), stats=stats,
+                stream=info.stream, resume_after=tally.last_index)),
+            Stage("preprocess", lambda frames: batch_frames(frames, models, s.batch)),
             Stage("infer", lambda batches: infer(batches, models)),
-            Stage("postprocess", lambda batches: postprocess(batches, models, options, nonfinite)),
-            # output videos start at 0 even when the input starts later (MPEG-TS) or --start is given
-            Stage("sinks", lambda batches: write_sinks(batches, models, stagings, info, options,
-                                                      max(start_s or 0.0, info.start_s), end_s, counts)),
+            Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed)),
+            Stage("sinks", lambda batches: write_sinks(batches, models, stagings, tally, Outputs(
+                info, s, start_s, checkpoints))),
         ]
         pipeline = Pipeline(stages)
-        expected = expected_frames(info, start_s, end_s)
+        expected = expected_frames(info, s.start_s, s.end_s)
         with opencv_threads(1 if all(m.backend.device == "cpu" for m in models) else None):
             pipeline.start()
-            pipeline.wait(on_tick=(lambda: progress(counts["written"], expected)) if progress else (lambda: None))
-        if counts["written"] == 0:
-            if start_s is not None or end_s is not None:
+            pipeline.wait(on_tick=(lambda: progress(tally.written, expected)) if progress else (lambda: None))
+        if tally.written == 0:
+            if s.start_s is not None or s.end_s is not None:
                 raise InputError(f"{info.path}: no frames to process between --start and --end; check the times")
             raise InputError(f"{info.path}: no frame could be decoded; the file is damaged, or try --decoder pyav")
         elapsed = time.perf_counter() - wall
@@ -239,27 +337,29 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
             "video": {"stream": info.stream, "width": info.width, "height": info.height, "fps": info.fps,
                       "codec": info.codec, "duration_s": info.duration_s, "audio_codec": info.audio_codec,
                       "rotation": info.rotation},
-            "frames": {"decoded": stats.decoded, "in_range": counts["written"], "processed": counts["processed"],
-                       "not_selected": counts["written"] - counts["processed"], "corrupt_skipped": stats.corrupt,
-                       "corrupt_times_s": stats.corrupt_times_s, "last_time_s": counts["last_time_s"],
+            "frames": {"decoded": stats.decoded, "in_range": tally.written, "processed": tally.processed,
+                       "not_selected": tally.written - tally.processed, "corrupt_skipped": stats.corrupt,
+                       "corrupt_times_s": stats.corrupt_times_s, "last_time_s": tally.last_time_s,
                        "read_error": stats.read_error},
-            "stopped_early": stopped_early(info, counts["last_time_s"], end_s),
-            "options": {"decoder": decoder, "batch": batch, "stride": stride, "sample_fps": sample_fps,
-                        "start_s": start_s, "end_s": end_s, "alpha": options.alpha, "threshold": options.threshold,
-                        "min_duration_s": options.min_duration_s, "save_masks": options.save_masks,
-                        "preset": options.preset},
+            "stopped_early": stopped_early(info, tally.last_time_s, s.end_s),
+            # a resumed run's own figures below count only the frames it wrote itself
+            "resumed": {"after_frame": resumed.position["last_index"], "after_s": resumed.position["last_time_s"],
+                        "frames_before": frames_before} if resumed else None,
+            "options": s.record(),
             "seconds": {"total": round(elapsed, 3), "cpu": round(time.process_time() - cpu, 3),
-                        **{s.name: round(s.busy_s, 3) for s in stages}},
+                        **{stage.name: round(stage.busy_s, 3) for stage in stages}},
             # each stage thread's own CPU; the rest of "cpu" ran in native pools (onnxruntime's
             # workers, the decoder's and x264's threads)
-            "stage_cpu_s": {s.name: round(s.cpu_s, 3) for s in stages},
-            "frames_per_s": round(counts["written"] / elapsed, 2),
-            "processed_per_s": round(counts["processed"] / elapsed, 2),
+            "stage_cpu_s": {stage.name: round(stage.cpu_s, 3) for stage in stages},
+            "frames_per_s": round((tally.written - frames_before) / elapsed, 2),
+            "processed_per_s": round((tally.processed - (resumed.position["processed"] if resumed else 0)) / elapsed,
+                                     2),
             "tool": TOOL,
+            "resume_key": key_of(checkpoints.identity),
             "started_at": started_at.isoformat(timespec="seconds"),
             "finished_at": now_iso(),
             "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
-            "models": {m.folder_name: {**model_record(m), **nonfinite.record(m.folder_name)} for m in models},
+            "models": {m.folder_name: {**model_record(m), **tally.nonfinite_record(m.folder_name)} for m in models},
         }
         try:
             for name, staging in stagings.items():
@@ -271,27 +371,36 @@ def run_one(info: media.VideoInfo, models: list[Model], *, out: Path, batch: int
                 staging.commit()
         except OSError as err:
             raise cannot_write(folder, err) from err
+        checkpoints.drop()
         return summary
     except BaseException as err:
-        for staging in stagings.values():
-            staging.discard()
-        if counts["written"] or isinstance(err, (Interrupted, KeyboardInterrupt)):
-            record_stop(stagings, info, err, counts, started_at)
+        stopped = err
+        if not checkpoints.serial:
+            for staging in stagings.values():
+                staging.discard()
+        elif isinstance(err, (EdgeError, KeyboardInterrupt)):  # the partial outputs stay, for --resume
+            stopped = err if isinstance(err, EdgeError) else Interrupted(signal.SIGINT)
+            stopped.resume_from_s = checkpoints.reached_s
+        if tally.written or isinstance(err, (Interrupted, KeyboardInterrupt)):
+            record_stop(stagings, info, stopped, tally, started_at, checkpoints)
+        if stopped is not err:
+            raise stopped from None
         raise
 
 
-def record_stop(stagings: dict, info: media.VideoInfo, err: BaseException, counts: dict,
-                started_at: datetime.datetime) -> None:
-    """A run that did not finish leaves run.json with its status, the error and how far it got,
-    in each output folder that holds no earlier run's outputs (those, with their own run.json,
-    stay as they were). Nothing else: no output carries a final name unfinished."""
+def record_stop(stagings: dict, info: media.VideoInfo, err: BaseException, tally: Tally,
+                started_at: datetime.datetime, checkpoints: Checkpoints) -> None:
+    """A run that did not finish leaves run.json with its status, the error, how far it got and
+    from where --resume would carry on, in each output folder that holds no earlier run's
+    outputs (those, with their own run.json, stay as they were). Nothing else: no output carries
+    a final name unfinished."""
     interrupted = isinstance(err, (Interrupted, KeyboardInterrupt))
     record = {
         "status": "interrupted" if interrupted else "failed",
         "error": user_line(err) if isinstance(err, EdgeError) else f"{type(err).__name__}: {err}",
         "input": os.path.abspath(info.path),
-        "frames": {"in_range": counts["written"], "processed": counts["processed"],
-                   "last_time_s": counts["last_time_s"]},
+        "frames": {"in_range": tally.written, "processed": tally.processed, "last_time_s": tally.last_time_s},
+        "resumable_after_s": checkpoints.reached_s if checkpoints.serial else None,
         "tool": TOOL,
         "started_at": started_at.isoformat(timespec="seconds"),
         "stopped_at": now_iso(),
@@ -397,27 +506,17 @@ def infer(batches, models: list[Model]):
         yield batch
 
 
-class Nonfinite:
-    """Per model, how many processed frames had NaN or Inf in its output, and the first times."""
-
-    def __init__(self):
-        self.counts: dict[str, int] = {}
-        self.times: dict[str, list[float]] = {}
-
-    def add(self, name: str, times: list[float]) -> None:
-        self.counts[name] = self.counts.get(name, 0) + len(times)
-        kept = self.times.setdefault(name, [])
-        kept.extend(times[: media.MAX_CORRUPT_TIMES - len(kept)])
-
-    def record(self, name: str) -> dict:
-        return {"nonfinite_output": self.counts.get(name, 0), "nonfinite_times_s": self.times.get(name, [])}
-
-
-def postprocess(batches, models: list[Model], options: tasks.Options, nonfinite: Nonfinite):
+def postprocess(batches, models: list[Model], options: tasks.Options, resumed: Checkpoint | None = None):
     """Each model's raw output into per-frame results. A frame whose output holds NaN or Inf gets
     no result (its overlay shows the frame as it is, its rows are left out) and is counted by
-    time: a broken model or an fp16 overflow must show, never become a plausible overlay."""
+    time: a broken model or an fp16 overflow must show, never become a plausible overlay. A
+    postprocessor with memory along the video leaves its state after each batch in the batch,
+    for the checkpoint the sinks stage may take there."""
     decoders = {m.folder_name: tasks.module(m.contract.task).postprocessor(m.contract, options) for m in models}
+    if resumed is not None:
+        for name, decoder in decoders.items():
+            if resumed.models[name]["postprocess"] is not None:
+                decoder.restore(resumed.models[name]["postprocess"])
     for batch in batches:
         if batch.inputs:
             selected = batch.selected
@@ -429,18 +528,31 @@ def postprocess(batches, models: list[Model], options: tasks.Options, nonfinite:
                 if finite is None or finite.all():
                     batch.results[name] = decoders[name](raw, selected, windows)
                     continue
-                nonfinite.add(name, [f.pts_s for f, ok in zip(selected, finite) if not ok])
+                batch.nonfinite[name] = [f.pts_s for f, ok in zip(selected, finite) if not ok]
                 keep = np.flatnonzero(finite)
                 good = iter(decoders[name](raw[keep], [selected[i] for i in keep], [windows[i] for i in keep])
                             if len(keep) else [])
                 batch.results[name] = [next(good) if ok else None for ok in finite]
+        for name, decoder in decoders.items():
+            if hasattr(decoder, "state"):
+                batch.postprocess_state[name] = decoder.state()
         batch.inputs.clear()  # the model inputs are dead weight from here on
         yield batch
 
 
-def write_sinks(batches, models, stagings, info, options, start_s, end_s, counts):
+@dataclass(frozen=True)
+class Outputs:
+    """What the sinks stage needs to know besides the models and their staging folders."""
+
+    video: media.VideoInfo
+    settings: Settings
+    start_s: float  # output times are input times minus this
+    checkpoints: Checkpoints
+
+
+def write_sinks(batches, models: list[Model], stagings: dict[str, Staging], tally: Tally, outputs: Outputs):
     try:
-        yield from _write_sinks(batches, models, stagings, info, options, start_s, end_s, counts)
+        yield from _write_sinks(batches, models, stagings, tally, outputs)
     except EdgeError:
         raise
     except OSError as err:  # a full disk, or the output folder removed under the run
@@ -452,14 +564,26 @@ def cannot_write(folder: Path, err: OSError) -> OutputError:
                        f"and that the output folder still exists")
 
 
-def _write_sinks(batches, models, stagings, info, options, start_s, end_s, counts):
-    held = {m.folder_name: None for m in models}  # unselected frames show the latest result
+def _write_sinks(batches, models, stagings, tally: Tally, outputs: Outputs):
+    video, settings, checkpoints = outputs.video, outputs.settings, outputs.checkpoints
+    resumed = checkpoints.resumed
+    # unselected frames show the latest result
+    held = dict(resumed.held) if resumed else {m.folder_name: None for m in models}
+    # checkpoints fall after the batch that reaches each multiple of this many frames
+    every = max(1, round(settings.checkpoint_s * (video.fps or media.IMAGE_SEQUENCE_FPS)))
+    next_checkpoint = (tally.written // every + 1) * every
     with ExitStack() as stack:
         sinks = {}
         for model in models:
             name = model.folder_name
-            ctx = tasks.SinkContext(stagings[name].dir, model.contract, info, options, start_s, end_s)
-            sinks[name] = [stack.enter_context(s) for s in tasks.module(model.contract.task).sinks(ctx)]
+            ctx = tasks.SinkContext(stagings[name].dir, model.contract, video, settings.options, outputs.start_s,
+                                    settings.end_s)
+            sinks[name] = tasks.module(model.contract.task).sinks(ctx)
+            if resumed:
+                for sink, state in zip(sinks[name], resumed.models[name]["sinks"], strict=True):
+                    sink.restore(state)
+            for sink in sinks[name]:
+                stack.enter_context(sink)
         for batch in batches:
             results = {name: iter(rs) for name, rs in batch.results.items()}
             for frame in batch.frames:
@@ -468,7 +592,16 @@ def _write_sinks(batches, models, stagings, info, options, start_s, end_s, count
                         held[name] = next(results[name])
                     for sink in model_sinks:
                         sink.write(frame, held[name])
-                counts["processed"] += frame.selected
-                counts["written"] += 1
-                counts["last_time_s"] = frame.pts_s
+                tally.processed += frame.selected
+                tally.written += 1
+                tally.last_index, tally.last_time_s = frame.index, frame.pts_s
+            for name, times in batch.nonfinite.items():
+                tally.add_nonfinite(name, times)
+            if tally.written >= next_checkpoint:
+                checkpoints.save(
+                    dataclasses.asdict(tally),
+                    {name: {"staging": stagings[name].dir.name, "sinks": [sink.checkpoint() for sink in model_sinks],
+                            "postprocess": batch.postprocess_state.get(name)} for name, model_sinks in sinks.items()},
+                    held)
+                next_checkpoint = (tally.written // every + 1) * every
         yield from ()  # the last stage yields nothing, but every stage is a generator

@@ -3,6 +3,11 @@
 Every output of a run is written inside a hidden staging folder next to its final place and
 moved there only when the whole run succeeded, so a failed or interrupted run never leaves a
 final-named partial file, and never a mix of old and new outputs.
+
+A sink is a context manager with `write(frame, result)`; for resuming (resume.py) it also has
+`checkpoint()`, which makes what it wrote durable and returns its state as plain JSON values,
+and `restore(state)`, called before entering it in a later run, which makes it carry on from
+that state in the same staging folder.
 """
 
 import csv
@@ -17,14 +22,18 @@ import numpy as np
 
 from .errors import OutputError
 from .frames import Frame
-from .media import VideoWriter
+from .writer import VideoWriter, durable_size, open_resumable
 
 
 class Staging:
     """A hidden folder inside `out_dir`; `commit()` moves its contents into `out_dir`."""
 
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, *, reuse: str | None = None):
+        """`reuse` names an existing staging folder (of an interrupted run being resumed)."""
         self.out_dir = Path(out_dir)
+        if reuse is not None:
+            self.dir = self.out_dir / reuse
+            return
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.dir = Path(tempfile.mkdtemp(prefix=".edge-partial-", dir=self.out_dir))
@@ -56,14 +65,26 @@ class OverlaySink:
     name = "overlay.mp4"  # what the sink writes, as the user knows it
 
     def __init__(self, ctx, draw):
+        """`draw(frame, result)` returns the frame to write; a draw with memory (a trail) also
+        has `state()` and `restore(state)`."""
         self.ctx, self.draw = ctx, draw
+        self.resume = None
+
+    def restore(self, state: dict) -> None:
+        self.resume = state["video"]
+        if state["draw"] is not None:
+            self.draw.restore(state["draw"])
+
+    def checkpoint(self) -> dict:
+        draw_state = getattr(self.draw, "state", None)
+        return {"video": self.writer.checkpoint(), "draw": draw_state() if draw_state else None}
 
     def __enter__(self):
         video = self.ctx.video
         self.writer = VideoWriter(
             self.ctx.folder / "overlay.mp4", width=video.width, height=video.height, time_base=video.time_base,
             audio_from=video.path if video.audio_codec else None, start_s=self.ctx.start_s, end_s=self.ctx.end_s,
-            preset=self.ctx.options.preset,
+            preset=self.ctx.options.preset, resume=self.resume,
         ).__enter__()
         return self
 
@@ -80,11 +101,19 @@ class CsvSink:
     def __init__(self, path: Path, columns: list[str], row):
         self.path, self.columns, self.row = path, columns, row
         self.name = path.name
+        self.resume_bytes = None
+
+    def restore(self, state: dict) -> None:
+        self.resume_bytes = state["bytes"]
+
+    def checkpoint(self) -> dict:
+        return {"bytes": durable_size(self.file, self.path)}
 
     def __enter__(self):
-        self.file = open(self.path, "w", newline="")
+        self.file = open_resumable(self.path, resume_bytes=self.resume_bytes)
         self.writer = csv.writer(self.file)
-        self.writer.writerow(["time_s", "frame", *self.columns])
+        if self.resume_bytes is None:
+            self.writer.writerow(["time_s", "frame", *self.columns])
         return self
 
     def write(self, frame: Frame, result) -> None:
@@ -101,9 +130,16 @@ class MaskSink:
     def __init__(self, folder: Path, mask_of):
         self.folder, self.mask_of = folder, mask_of
         self.name = f"{folder.name}/*.png"
+        self.resuming = False
+
+    def restore(self, state: dict) -> None:
+        self.resuming = True  # masks past the checkpoint are written again, under the same names
+
+    def checkpoint(self) -> dict:
+        return {}
 
     def __enter__(self):
-        self.folder.mkdir()
+        self.folder.mkdir(exist_ok=self.resuming)
         return self
 
     def write(self, frame: Frame, result) -> None:

@@ -5,6 +5,7 @@ given to `finish`. Every duration below is measured on that model, so frame rate
 (variable frame rate, every n-th frame) need no special case: a frame simply counts for longer.
 """
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -56,6 +57,16 @@ class _Track:
             self.peak, self.total, self.frames = max(self.peak, p), self.total + p, self.frames + 1
         self.on = on
         return done
+
+    STATE = ("on", "start", "peak", "total", "frames", "end", "snapshot")
+
+    def state(self) -> dict:
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def restore(self, state: dict) -> None:
+        for name in self.STATE:
+            setattr(self, name, state[name])
+        self.snapshot = tuple(self.snapshot)
 
     def close(self, end_s: float) -> Interval | None:
         if self.on:
@@ -125,6 +136,20 @@ class TimelineBuilder:
         for track, p in zip(self._tracks, probs.tolist()):
             if (interval := track.step(t, p)) is not None:
                 self._done.append(interval)
+
+    def state(self) -> dict:
+        """Everything a later `restore` needs to go on as if never stopped, as plain JSON values
+        (infinities included, which Python's json writes and reads)."""
+        if self._finished:
+            raise RuntimeError("state() after finish()")
+        return {"tracks": [track.state() for track in self._tracks], "last_t": self._last_t,
+                "done": [dataclasses.asdict(interval) for interval in self._done]}
+
+    def restore(self, state: dict) -> None:
+        for track, track_state in zip(self._tracks, state["tracks"], strict=True):
+            track.restore(track_state)
+        self._last_t = state["last_t"]
+        self._done = [Interval(**interval) for interval in state["done"]]
 
     def finish(self, end_s: float) -> list[Interval]:
         """Close at the video's end and return every interval, sorted by (start_s, tag)."""

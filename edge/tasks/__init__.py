@@ -1,13 +1,17 @@
 """One module per task: how to read a model's raw output and which sinks it writes.
 
 Each module defines `postprocessor(contract, options)` returning a callable that turns one
-batch's raw output and the frames' windows into one result per frame (in frame pixels), and
-`sinks(ctx)` returning the context-manager sinks for an output folder.
+batch's raw output and the frames' windows into one result per frame (in frame pixels; one
+with memory along the video also has `state()` and `restore(state)`), `sinks(ctx)` returning
+the context-manager sinks for an output folder, and `Result`, the type of a frame's result.
 """
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..media import VideoInfo
 from ..model import Contract
@@ -38,3 +42,19 @@ class SinkContext:
 
 def module(task: str):
     return importlib.import_module(f"{__name__}.{task}")
+
+
+def result_arrays(result) -> dict[str, np.ndarray]:
+    """A frame's result as named arrays, for np.savez (a checkpoint keeps the result that the
+    next unselected frames show)."""
+    if isinstance(result, np.ndarray):
+        return {"array": result}
+    return {f.name: np.asarray(getattr(result, f.name)) for f in dataclasses.fields(result)}
+
+
+def result_from_arrays(task: str, arrays) -> object:
+    kind = module(task).Result
+    if kind is np.ndarray:
+        return np.asarray(arrays["array"])
+    return kind(**{f.name: arrays[f.name].item() if arrays[f.name].ndim == 0 else np.asarray(arrays[f.name])
+                   for f in dataclasses.fields(kind)})

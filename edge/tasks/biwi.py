@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..sinks import OverlaySink
+from ..writer import durable_size, open_resumable
 
 TRAIL_S = 1.0  # the overlay's trail shows this many seconds of the smoothed track
 
@@ -21,6 +22,10 @@ class Point:
     y: float
     x_smooth: float
     y_smooth: float
+
+
+Result = Point
+
 
 
 class OneEuro:
@@ -34,6 +39,14 @@ class OneEuro:
     @staticmethod
     def _alpha(cutoff: float, dt: float) -> float:
         return 1 / (1 + 1 / (2 * math.pi * cutoff * dt))
+
+    def state(self) -> dict:
+        return {"t": self.t, "x": None if self.x is None else self.x.tolist(),
+                "dx": None if self.dx is None else self.dx.tolist()}
+
+    def restore(self, state: dict) -> None:
+        self.t = state["t"]
+        self.x, self.dx = (None if state[k] is None else np.array(state[k]) for k in ("x", "dx"))
 
     def __call__(self, t: float, x: np.ndarray) -> np.ndarray:
         if self.t is None or t <= self.t:
@@ -50,39 +63,58 @@ class OneEuro:
 
 
 def postprocessor(contract, options):
-    height, width = contract.input_size
-    smoother = OneEuro(min_cutoff=1.0, beta=0.05)
+    return Decoder(contract)
 
-    def decode(raw: np.ndarray, frames, windows) -> list[Point]:
+
+class Decoder:
+    """Raw points in model pixels (or -1..1) to frame pixels, smoothed along the video; the
+    smoother's memory is what `state()` and `restore()` carry across a resume."""
+
+    def __init__(self, contract):
+        self.contract = contract
+        self.smoother = OneEuro(min_cutoff=1.0, beta=0.05)
+
+    def state(self) -> dict:
+        return self.smoother.state()
+
+    def restore(self, state: dict) -> None:
+        self.smoother.restore(state)
+
+    def __call__(self, raw: np.ndarray, frames, windows) -> list[Point]:
         if raw.size != 2 * len(windows):
             raise ModelError(f"biwi model output has shape {raw.shape}; expected one (x, y) point per image")
         points = raw.reshape(len(windows), 2).astype(np.float64)
-        if contract.point_convention == "xy_minus1_1":
+        if self.contract.point_convention == "xy_minus1_1":
+            height, width = self.contract.input_size
             points = (points + 1) / 2 * np.array([width, height])
         results = []
         for point, frame, window in zip(points, frames, windows):
             x, y = window.to_frame(point)
-            sx, sy = smoother(frame.pts_s, np.array([x, y]))
+            sx, sy = self.smoother(frame.pts_s, np.array([x, y]))
             results.append(Point(float(x), float(y), float(sx), float(sy)))
         return results
 
-    return decode
-
 
 def sinks(ctx) -> list:
-    return [TrackSink(ctx), OverlaySink(ctx, Trail().draw)]
+    return [TrackSink(ctx), OverlaySink(ctx, Trail())]
 
 
 class Trail:
+    """Draws the point and the last TRAIL_S seconds of the smoothed track."""
+
     def __init__(self):
         self.points: deque[tuple[float, Point]] = deque()
-        self.last: Point | None = None
 
-    def draw(self, frame, point: Point) -> np.ndarray:
+    def state(self) -> dict:
+        return {"points": [[t, p.x, p.y, p.x_smooth, p.y_smooth] for t, p in self.points]}
+
+    def restore(self, state: dict) -> None:
+        self.points = deque((t, Point(*values)) for t, *values in state["points"])
+
+    def __call__(self, frame, point: Point) -> np.ndarray:
         image, t = frame.image, frame.pts_s
-        if point is not self.last:
+        if frame.selected:  # an unselected frame shows the held point, already in the trail
             self.points.append((t, point))
-            self.last = point
         while self.points and self.points[0][0] < t - TRAIL_S:
             self.points.popleft()
         out = image.copy()
@@ -101,18 +133,28 @@ class TrackSink:
 
     def __init__(self, ctx):
         self.ctx = ctx
+        self.resume = None
+
+    def restore(self, state: dict) -> None:
+        self.resume = state
+
+    def checkpoint(self) -> dict:
+        return {"csv": durable_size(self.csv_file, self.csv_file.name),
+                "json": durable_size(self.json_file, self.json_file.name), "first": self.first}
 
     def __enter__(self):
-        self.csv_file = open(self.ctx.folder / "track.csv", "w", newline="")
-        self.json_file = open(self.ctx.folder / "track.json", "w")
+        folder, resume = self.ctx.folder, self.resume or {}
+        self.csv_file = open_resumable(folder / "track.csv", resume_bytes=resume.get("csv"))
+        self.json_file = open_resumable(folder / "track.json", resume_bytes=resume.get("json"))
         self.csv = csv.writer(self.csv_file)
-        self.csv.writerow(["time_s", "frame", "x", "y", "x_smooth", "y_smooth"])
-        video = self.ctx.video
-        # streamed point by point, so a long video's track never sits in memory
-        head = {"width": video.width, "height": video.height, "units": "pixels of the displayed frame",
-                "smoothing": "one-euro"}
-        self.json_file.write(json.dumps(head)[:-1] + ', "points": [')
-        self.first = True
+        self.first = resume.get("first", True)
+        if self.resume is None:
+            self.csv.writerow(["time_s", "frame", "x", "y", "x_smooth", "y_smooth"])
+            video = self.ctx.video
+            # streamed point by point, so a long video's track never sits in memory
+            head = {"width": video.width, "height": video.height, "units": "pixels of the displayed frame",
+                    "smoothing": "one-euro"}
+            self.json_file.write(json.dumps(head)[:-1] + ', "points": [')
         return self
 
     def write(self, frame, point: Point | None) -> None:

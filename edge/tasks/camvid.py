@@ -19,6 +19,10 @@ class Segmentation:
     fractions: np.ndarray  # per class, the fraction of the frame's pixels
 
 
+Result = Segmentation
+
+
+
 def postprocessor(contract, options):
     classes = len(contract.classes)
     if classes >= NO_CLASS:

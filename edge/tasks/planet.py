@@ -8,6 +8,9 @@ from ..sinks import CsvSink, write_json, write_png
 from ..timeline import TimelineBuilder, draw_timeline, intervals_to_rows, write_vtt
 
 
+Result = np.ndarray  # the tag probabilities
+
+
 def postprocessor(contract, options):
     def decode(raw: np.ndarray, frames, windows) -> list[np.ndarray]:
         scores = raw.reshape(len(windows), -1).astype(np.float32)
@@ -41,6 +44,13 @@ class TimelineSink:
         self.ctx, self.tags, self.thresholds = ctx, tags, thresholds
         self.builder = TimelineBuilder(tags, thresholds=thresholds, min_duration_s=ctx.options.min_duration_s)
         self.last_pts_s: float | None = None
+
+    def restore(self, state: dict) -> None:
+        self.builder.restore(state["builder"])
+        self.last_pts_s = state["last_pts_s"]
+
+    def checkpoint(self) -> dict:
+        return {"builder": self.builder.state(), "last_pts_s": self.last_pts_s}
 
     def __enter__(self):
         return self

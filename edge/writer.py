@@ -1,0 +1,390 @@
+"""Video out: RGB frames to H.264 in an mp4 that carries the input's audio, resumable.
+
+Encoded packets go first to a log beside the output, and the mp4 is muxed from that log, with
+the audio, when the writer closes without an exception. The log is what lets a run resume:
+`checkpoint()` ends the encoder's current stretch (the next frame opens a fresh encoder, on a
+keyframe), makes the log durable and says where it stands; `VideoWriter(..., resume=that)`, in
+another process, cuts the log back there and carries on. x264 is deterministic, so a resumed
+file equals, byte for byte, one written in one go with the same checkpoints.
+"""
+
+import contextlib
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+
+from .errors import OutputError, UsageError
+from .media import DecodeStats, _audio_stream, _check_choice, _open_input, _packets
+
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast",
+    "medium", "slow", "slower", "veryslow", "placebo",
+)
+# Audio codecs the mp4 muxer takes as they are; anything else is re-encoded to AAC.
+MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
+
+_SMPTE170M = 6
+_LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
+_GLOBAL_HEADER = 1 << 22  # AV_CODEC_FLAG_GLOBAL_HEADER: parameter sets in the stream header, where mp4 keeps them
+_PACKET = struct.Struct("<qqqBI")  # a logged packet: pts, dts, duration, keyframe, size; then its bytes
+
+
+class VideoWriter:
+    """Encodes RGB frames to H.264 in an mp4 at `path`, with the audio of `audio_from`.
+
+    Use it as a context manager: `path` is written only when the `with` block ends without an
+    exception, through a temporary file that replaces it, so a half-written file never carries
+    the final name. On an exception the packet log is deleted too, unless a checkpoint was taken
+    (or the writer resumed one): then it stays, for the run to be resumed.
+
+    Frame times are kept exactly: `write(rgb, pts_s)` stores pts_s - start_s in `time_base`
+    (pass the input stream's). Audio packets of [start_s, end_s) are copied, shifted by
+    -start_s, when mp4 accepts their codec, and re-encoded to AAC otherwise; `end_s` only
+    bounds the audio, the video is what gets written.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        width: int,
+        height: int,
+        time_base: Fraction,
+        audio_from: str | os.PathLike | None = None,
+        start_s: float = 0.0,
+        end_s: float | None = None,
+        crf: int = 20,
+        preset: str = "ultrafast",
+        resume: dict | None = None,
+    ):
+        for name, value in (("width", width), ("height", height)):
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        if not Fraction(time_base) > 0:
+            raise UsageError(f"time_base must be positive, got {time_base}")
+        if not start_s >= 0:
+            raise UsageError(f"start_s must be >= 0 seconds, got {start_s}")
+        if end_s is not None and not end_s > start_s:
+            raise UsageError(f"end_s must be after start_s, got start_s={start_s} end_s={end_s}")
+        if not isinstance(crf, int) or not 0 <= crf <= 51:
+            raise UsageError(f"crf must be an integer from 0 to 51, got {crf!r}")
+        _check_choice("preset", preset, X264_PRESETS)
+
+        self.path = os.fspath(path)
+        self._shape = (height, width, 3)
+        # x264's 4:2:0 needs even sizes and H.264 can only crop in 2-pixel steps, so an odd side
+        # is padded by one replicated row/column: the output is 1 px larger there, but plays
+        # everywhere (4:4:4 would keep the size but not the players).
+        self._pad = ((0, height % 2), (0, width % 2), (0, 0))
+        self._size = (width + width % 2, height + height % 2)
+        self._time_base = Fraction(time_base)
+        self._start_s, self._end_s = start_s, end_s
+        self._options = {"crf": str(crf), "preset": preset}
+        self._audio_from = os.fspath(audio_from) if audio_from is not None and _has_audio(audio_from) else None
+        self._encoder = None  # opened by the first frame after the start or a checkpoint
+        self._resumable = resume is not None
+        state = resume or {"bytes": 0, "last_pts": -1, "step": 0}
+        self._last_pts = state["last_pts"]
+        self._step = state["step"]  # the latest pts interval, in ticks; see _log_packets
+        folder, name = os.path.split(os.path.abspath(self.path))
+        self._log_path = os.path.join(folder, f".{name}.packets")
+        self._log = open_resumable(self._log_path, resume_bytes=state["bytes"] if resume else None, binary=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._end_encoder()
+                self._log.close()
+                self._mux()
+        except BaseException:
+            self._drop_log()
+            raise
+        if exc_type is None:
+            os.unlink(self._log_path)
+        else:
+            self._drop_log()
+
+    def write(self, rgb: np.ndarray, pts_s: float) -> None:
+        """Encode one HxWx3 uint8 RGB frame shown at `pts_s` seconds of the input."""
+        if rgb.shape != self._shape or rgb.dtype != np.uint8:
+            raise ValueError(f"expected a {self._shape} uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+        # mp4 needs strictly increasing times; the first frame starts at 0 at the earliest.
+        pts = max(round((pts_s - self._start_s) / self._time_base), self._last_pts + 1)
+        if self._last_pts >= 0:
+            self._step = pts - self._last_pts
+        self._last_pts = pts
+        if self._pad[0][1] or self._pad[1][1]:
+            rgb = np.pad(rgb, self._pad, mode="edge")
+        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+        frame.pts = pts
+        frame.time_base = self._time_base
+        if self._encoder is None:
+            self._encoder = self._configure(av.CodecContext.create("libx264", "w"))
+            self._encoder.flags |= _GLOBAL_HEADER
+        self._log_packets(self._encoder.encode(frame))
+
+    def checkpoint(self) -> dict:
+        """End the encoder's stretch and make everything so far durable; returns the `resume=`
+        that continues from here."""
+        self._end_encoder()
+        self._resumable = True
+        return {"bytes": durable_size(self._log, self._log_path), "last_pts": self._last_pts, "step": self._step}
+
+    def _configure(self, ctx):
+        ctx.width, ctx.height = self._size
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = self._time_base
+        # Frames are converted with BT.601 limited range (cv2's I420); say so, or players guess
+        # BT.709 for HD sizes and shift the colours.
+        ctx.colorspace = _SMPTE170M
+        ctx.color_range = _LIMITED_RANGE
+        ctx.options = dict(self._options)
+        return ctx
+
+    def _end_encoder(self) -> None:
+        if self._encoder is not None:
+            self._log_packets(self._encoder.encode(None))
+            self._encoder = None
+
+    def _log_packets(self, packets: list[av.Packet]) -> None:
+        try:
+            for packet in packets:
+                # x264 leaves durations at 0 and mp4 then gives the last frame 1/24 s (PyAV's
+                # default rate); the latest interval is the best guess, exact for constant rates.
+                dts = packet.dts if packet.dts is not None else packet.pts
+                self._log.write(_PACKET.pack(packet.pts, dts, packet.duration or self._step, packet.is_keyframe,
+                                             packet.size))
+                self._log.write(bytes(packet))
+        except OSError as err:
+            raise OutputError(f"cannot write {self.path}: {err.strerror or err}; check free disk space") from err
+
+    def _mux(self) -> None:
+        folder, name = os.path.split(os.path.abspath(self.path))
+        try:
+            fd, partial = tempfile.mkstemp(prefix=f".{name}.partial-", suffix=".mp4", dir=folder)
+            os.close(fd)
+        except OSError as err:
+            raise OutputError(f"cannot create a file in {folder}: {err.strerror}; check the output folder") from err
+        out = audio = None
+        try:
+            out = av.open(partial, "w", format="mp4")
+            video = out.add_stream("libx264")  # never encodes: its codec gives mp4 the same parameter sets
+            self._configure(video.codec_context)
+            video.time_base = self._time_base
+            if self._audio_from is not None:
+                audio = _AudioTrack.open(out, self._audio_from, self._start_s, self._end_s, self._mux_packet(out))
+            last_dts = None
+            for packet in _logged_packets(self._log_path, self._time_base):
+                # Each stretch's encoder starts its decode times afresh; with B-frames and a
+                # changing frame rate one may start at or before the previous stretch's last.
+                if last_dts is not None and packet.dts <= last_dts:
+                    packet.dts = min(last_dts + 1, packet.pts)
+                last_dts = packet.dts
+                packet.stream = video
+                self._mux_packet(out)(packet)
+                if audio is not None:
+                    audio.mux_until(float(packet.dts * self._time_base))
+            if audio is not None:
+                audio.finish()
+                audio = None
+            out.close()
+            os.chmod(partial, 0o644)  # mkstemp made it private to its owner
+            os.replace(partial, self.path)
+        except OSError as err:
+            raise OutputError(f"cannot write {self.path}: {err.strerror or err}; check the output folder") from err
+        finally:
+            for closable in (audio, out):
+                if closable is not None:
+                    with contextlib.suppress(Exception):
+                        closable.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+
+    def _mux_packet(self, out) -> Callable[[av.Packet], None]:
+        def mux(packet: av.Packet) -> None:
+            try:
+                out.mux(packet)
+            except OSError as err:
+                raise OutputError(f"cannot write {self.path}: {err.strerror}; check free disk space") from err
+
+        return mux
+
+    def _drop_log(self) -> None:
+        """Close the log; delete it unless a checkpoint made it worth resuming."""
+        with contextlib.suppress(OSError):
+            self._log.close()
+        if not self._resumable:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._log_path)
+
+
+def durable_size(file, path) -> int:
+    """Flush `file` to the disk (a power cut keeps it) and return its size in bytes."""
+    try:
+        file.flush()
+        os.fsync(file.fileno())
+        return os.fstat(file.fileno()).st_size
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}; check free disk space") from err
+
+
+def open_resumable(path: str | os.PathLike, *, resume_bytes: int | None, binary: bool = False):
+    """A new file at `path`, or, resuming, the existing one cut back to `resume_bytes` (what a
+    checkpoint's `durable_size` said) and open for appending."""
+    mode = ("r+" if resume_bytes is not None else "w") + ("b" if binary else "")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        file = open(path, mode, **({} if binary else {"newline": ""}))
+    except FileNotFoundError as err:
+        if resume_bytes is None:
+            raise OutputError(f"cannot create a file in {folder}: {err.strerror}; check the output folder") from err
+        raise OutputError(f"{path} is gone, so its run cannot be resumed; run again without --resume") from err
+    except OSError as err:
+        raise OutputError(f"cannot create a file in {folder}: {err.strerror}; choose a writable output folder") \
+            from err
+    if resume_bytes is not None:
+        if os.fstat(file.fileno()).st_size < resume_bytes:
+            file.close()
+            raise OutputError(f"{path} is shorter than its checkpoint says, so its run cannot be resumed; "
+                              f"run again without --resume")
+        file.truncate(resume_bytes)
+        file.seek(resume_bytes)
+    return file
+
+
+def _logged_packets(path: str, time_base: Fraction) -> Iterator[av.Packet]:
+    with open(path, "rb") as log:
+        while header := log.read(_PACKET.size):
+            pts, dts, duration, keyframe, size = _PACKET.unpack(header)
+            packet = av.Packet(log.read(size))
+            packet.pts, packet.dts, packet.duration, packet.time_base = pts, dts, duration, time_base
+            packet.is_keyframe = bool(keyframe)
+            yield packet
+
+
+def _has_audio(path) -> bool:
+    with _open_input(os.fspath(path)) as source:
+        return _audio_stream(source) is not None
+
+
+class _AudioTrack:
+    """Moves the audio of [start_s, end_s) from an input file into the output, in step with
+    the video so the muxer never has to hold more than a moment of either."""
+
+    @classmethod
+    def open(cls, out, path: str, start_s: float, end_s: float | None, mux: Callable):
+        """The track for the first audio stream of `path`, or None when it has none."""
+        source = _open_input(path)
+        try:
+            if _audio_stream(source) is not None:
+                return cls(out, source, start_s, end_s, mux)
+        except BaseException:
+            source.close()
+            raise
+        source.close()
+        return None
+
+    def __init__(self, out, source, start_s: float, end_s: float | None, mux: Callable):
+        self._in = source
+        self._mux = mux
+        self._start_s = start_s
+        self._end_s = end_s
+        self._src = _audio_stream(source)
+        self._copy = self._src.codec_context.codec.canonical_name in MP4_AUDIO_COPY
+        if self._copy:
+            self._dst = out.add_stream_from_template(self._src)
+            self._shift = round(start_s / self._src.time_base)
+        else:
+            src = self._src.codec_context
+            rates = av.Codec("aac", "w").audio_rates
+            rate = src.sample_rate if src.sample_rate in rates else 48000
+            layout = "mono" if src.layout.nb_channels == 1 else "stereo"
+            self._dst = out.add_stream("aac", rate=rate, layout=layout)
+            self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=1024)
+            self._samples = None  # output pts in samples, set by the first frame
+        self._packets = _packets(self._in, self._src, DecodeStats())  # damage ends the audio, not the run
+        self._last_dts = None
+        self._next = self._read()
+
+    def mux_until(self, t_s: float | None) -> None:
+        """Mux the packets that start at or before output time `t_s` (None: all)."""
+        while self._next is not None and (t_s is None or self._time(self._next) - self._start_s <= t_s):
+            self._move(self._next)
+            self._next = self._read()
+
+    def finish(self) -> None:
+        self.mux_until(None)
+        if not self._copy:
+            self._encode(self._decode(None))
+            self._encode([None])  # drain the resampler
+            for packet in self._dst.encode(None):
+                self._mux(packet)
+        self.close()
+
+    def close(self) -> None:
+        self._in.close()
+
+    def _read(self) -> av.Packet | None:
+        for packet in self._packets:
+            if packet is None or packet.pts is None or not packet.size:
+                continue
+            t = self._time(packet)
+            if self._end_s is not None and t >= self._end_s:
+                break
+            # `<`, not `<=`: AAC's priming packet ends exactly at 0 and the decoder needs it
+            # (mp4 hides it again with an edit list).
+            if t + float((packet.duration or 0) * self._src.time_base) < self._start_s:
+                continue
+            return packet
+        return None
+
+    def _move(self, packet: av.Packet) -> None:
+        if self._copy:
+            packet.stream = self._dst
+            packet.pts -= self._shift
+            if packet.dts is not None:
+                packet.dts -= self._shift
+            # A damaged file's audio times can go backwards; the muxer refuses those (and then
+            # the whole file), so such a packet is dropped: a moment of sound, not the run.
+            dts = packet.dts if packet.dts is not None else packet.pts
+            if self._last_dts is not None and dts <= self._last_dts:
+                return
+            self._last_dts = dts
+            # A damaged packet the muxer refuses (an ADTS header gone bad) is a moment of sound;
+            # a disk that fails arrives as an OutputError, which is no FFmpegError, and stops the run.
+            with contextlib.suppress(av.FFmpegError):
+                self._mux(packet)
+        else:
+            self._encode(self._decode(packet))
+
+    def _decode(self, packet: av.Packet | None) -> list[av.AudioFrame]:
+        try:
+            return self._src.decode(packet)
+        except av.FFmpegError:
+            return []  # a damaged audio packet costs a moment of sound, not the whole run
+
+    def _encode(self, frames: list[av.AudioFrame | None]) -> None:
+        for frame in frames:
+            if frame is not None and self._samples is None:
+                # Starts at 0 at the earliest: a packet that straddles start_s is kept whole.
+                t = frame.time if frame.time is not None else self._start_s
+                self._samples = max(0, round((t - self._start_s) * self._dst.rate))
+            for chunk in self._resampler.resample(frame):
+                # Count samples rather than trust input times: the encoder needs them gapless.
+                chunk.pts = self._samples
+                chunk.time_base = Fraction(1, self._dst.rate)
+                self._samples += chunk.samples
+                for out_packet in self._dst.encode(chunk):
+                    self._mux(out_packet)
+
+    def _time(self, packet: av.Packet) -> float:
+        return float(packet.pts * self._src.time_base)
