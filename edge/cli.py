@@ -76,13 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge-run: error: {user_line(err)}", file=sys.stderr)
         return err.exit_code
     for s in summaries:
-        for line in warnings(s):
+        for line in warnings(s) if s["status"] != "skipped" else []:
             print(f"edge-run: warning: {line}", file=sys.stderr)
     if args.json:
         json.dump(summaries, sys.stdout, indent=2)
         print()
     elif not args.quiet:
         for s in summaries:
+            if s["status"] == "skipped":
+                print(f"{s['input']}: already done -> {', '.join(s['outputs'].values())}")
+                continue
             f = s["frames"]
             corrupt = f", {f['corrupt_skipped']} corrupt skipped" if f["corrupt_skipped"] else ""
             resumed = f" ({s['resumed']['frames_before']} of them before resuming)" if s["resumed"] else ""
@@ -119,8 +122,8 @@ def _run(args) -> list[dict]:
         return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
                    decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,
                    start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
-                   precision=args.precision, options=options, resume=args.resume,
-                   checkpoint_s=args.checkpoint_every, progress=progress, notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
+                   precision=args.precision, options=options, resume=args.resume, checkpoint_s=args.checkpoint_every,
+                   progress=progress, notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 
 class _progress:

@@ -100,7 +100,7 @@ def probe(path: str | os.PathLike, *, stream: int = 0) -> VideoInfo:
     images = image_sequence(path)
     if images is not None:
         return _probe_images(path, images)
-    with _open_input(path) as container:
+    with open_input(path) as container:
         stream = _video_stream(container, path, index)
         # The display matrix only reaches us on decoded frames: PyAV 18 exposes no stream
         # side data, so decode the first frame.
@@ -128,7 +128,7 @@ def probe(path: str | os.PathLike, *, stream: int = 0) -> VideoInfo:
             frame_count = round(duration_s * fps)
         else:
             frame_count = None
-        audio = _audio_stream(container)
+        audio = audio_stream(container)
         return VideoInfo(
             path=path,
             stream=index,
@@ -174,7 +174,7 @@ def read_frames(
     """
     select = check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                                 stream=stream)
-    _check_choice("pixels", pixels, PIXELS)
+    check_choice("pixels", pixels, PIXELS)
     stats = stats if stats is not None else DecodeStats()
     images = image_sequence(os.fspath(path))
     if images is not None:
@@ -187,7 +187,7 @@ def read_frames(
 def check_read_options(*, decoder: str, start_s: float | None, end_s: float | None, stride: int,
                        sample_fps: float | None, stream: int = 0) -> "_Selector":
     """UsageError for options `read_frames` cannot honour; callers check before any work starts."""
-    _check_choice("decoder", decoder, DECODERS)
+    check_choice("decoder", decoder, DECODERS)
     if not isinstance(stream, int) or stream < 0:
         raise UsageError(f"stream must be a video stream number, 0 or more; got {stream!r}")
     if stream and decoder == "opencv":
@@ -301,7 +301,7 @@ class _Selector:
 
 
 def _pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_after) -> Iterator[Frame]:
-    with _open_input(path) as container:
+    with open_input(path) as container:
         stream = _video_stream(container, path, index)
         stream.thread_type = "AUTO"
         size = None
@@ -338,7 +338,7 @@ def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
     rate = stream.average_rate or stream.guessed_rate
     step = 1 / float(rate) if rate else 0.0
     pts_s, offset_s = None, 0.0
-    for packet in _packets(container, stream, stats):
+    for packet in read_packets(container, stream, stats):
         try:
             decoded = stream.decode(packet)  # None, after a demuxer failure, flushes the decoder
         except av.FFmpegError:
@@ -366,7 +366,7 @@ def _decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
             yield frame, pts_s
 
 
-def _packets(container, stream, stats) -> Iterator[av.Packet | None]:
+def read_packets(container, stream, stats) -> Iterator[av.Packet | None]:
     """The stream's packets until the file ends (its last, empty packets flush the decoder), or
     until the demuxer fails on damage: that ends the stream there, and None asks for a flush."""
     packets = container.demux(stream)
@@ -457,16 +457,18 @@ def _opencv_frames(path, start_s, end_s, select, pixels, stats, resume_after) ->
             if end_s is not None and pts_s >= end_s:
                 return
             selected = select(pts_s)
-            if frame_index <= resume_after:
-                continue
             image = None
             if selected or pixels == "all":
+                # OpenCV converts as it retrieves, and only then tells a damaged frame: a frame
+                # before the resume point is retrieved too, so the counts go on as in a whole read
                 ok, bgr = capture.retrieve()
                 if not ok:
                     stats.add_corrupt(pts_s)
                     continue
-                image = _resized(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (info.width, info.height))
-            yield Frame(frame_index, pts_s, image, selected)
+                if frame_index > resume_after:
+                    image = _resized(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (info.width, info.height))
+            if frame_index > resume_after:
+                yield Frame(frame_index, pts_s, image, selected)
     finally:
         capture.release()
 
@@ -528,7 +530,7 @@ def _quarter_turns(rotation: float) -> int:
     return round(rotation / 90) % 4
 
 
-def _open_input(path: str) -> av.container.InputContainer:
+def open_input(path: str) -> av.container.InputContainer:
     if not os.path.exists(path):
         raise InputError(f"input video not found: {path}; check the path")
     if os.path.getsize(path) == 0:
@@ -561,7 +563,7 @@ def _video_stream(container, path: str, index: int = 0) -> av.video.stream.Video
     return stream
 
 
-def _audio_stream(container) -> av.audio.stream.AudioStream | None:
+def audio_stream(container) -> av.audio.stream.AudioStream | None:
     """The first audio stream that can be carried over; a damaged file can declare one with no
     sample rate or channels, which no muxer takes: that counts as none."""
     for stream in container.streams.audio:
@@ -572,7 +574,7 @@ def _audio_stream(container) -> av.audio.stream.AudioStream | None:
 
 
 def _first_frame(container, stream) -> av.VideoFrame | None:
-    for packet in _packets(container, stream, DecodeStats()):
+    for packet in read_packets(container, stream, DecodeStats()):
         try:
             for frame in stream.decode(packet):
                 return frame
@@ -581,6 +583,6 @@ def _first_frame(container, stream) -> av.VideoFrame | None:
     return None
 
 
-def _check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise UsageError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

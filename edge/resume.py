@@ -16,10 +16,13 @@ and carries on. The outputs equal an uninterrupted run's byte for byte: that run
 same checkpoints, at the same frames (tests/test_resume.py).
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import threading
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ import numpy as np
 
 from . import media, tasks
 from .errors import UsageError
-from .writer import durable_size
+from .writer import sync
 
 RESUME_DIR = ".edge-resume"
 CHECKPOINT = "checkpoint.json"
@@ -46,6 +49,13 @@ def fingerprint(path: str) -> dict:
 def key_of(identity: dict) -> str:
     """A short hash of a run's identity, kept in run.json to recognise a finished run."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _holds(path: Path, size: int) -> bool:
+    """Whether `path` is still there, a folder where `size` is -1, else a file of at least `size` bytes."""
+    if size < 0:
+        return path.is_dir()
+    return path.is_file() and path.stat().st_size >= size
 
 
 def difference(old: dict, new: dict, prefix: str = "") -> str | None:
@@ -73,7 +83,8 @@ class Checkpoints:
     """The resume state of one input's outputs, in OUT/<video>/.edge-resume/."""
 
     def __init__(self, folder: Path, identity: dict, model_tasks: dict[str, str]):
-        self.dir = Path(folder) / RESUME_DIR
+        # one state per set of models, so a run of other models over the same input leaves it be
+        self.dir = Path(folder) / RESUME_DIR / "+".join(sorted(model_tasks))
         self.folder = Path(folder)
         self.identity = json.loads(json.dumps(identity))  # as it will read back: lists, not tuples
         self.model_tasks = model_tasks  # output folder name → task, to read held results back
@@ -81,6 +92,10 @@ class Checkpoints:
         self.reached_s: float | None = None  # the time of its last frame
         self.resumed: Checkpoint | None = None
         self.stale: list[Path] = []  # an earlier interrupted run's staging folders, which this run replaces
+        # The sinks thread saves while the main thread may be deciding, after a stop, whether
+        # there is anything to resume: once it has decided, no save may land.
+        self._lock = threading.Lock()
+        self._abandoned = False
 
     def open(self, *, resume: bool, notice: Callable[[str], None]) -> None:
         """Take the saved checkpoint to resume from (`resume`), or plan to replace it. UsageError
@@ -100,49 +115,71 @@ class Checkpoints:
         if (changed := difference(saved["identity"], self.identity)) is not None:
             raise UsageError(f"cannot resume {name}: {changed}; give the interrupted run's command again, "
                              f"or leave out --resume to start over")
-        missing = [str(path) for path in stagings if not path.is_dir()]
-        if missing:
-            notice(f"{name}: cannot resume, {missing[0]} is gone; starting at the beginning")
+        lost = next((str(path) for path in stagings if not path.is_dir()), None)
+        lost = lost or next((f"{staging / entry}" for staging, record in zip(stagings, saved["models"].values())
+                             for entry, size in record["entries"].items() if not _holds(staging / entry, size)), None)
+        if lost is not None:
+            notice(f"{name}: cannot resume, {lost} is gone or cut short; starting at the beginning")
             self.stale = stagings
             return
-        held = {}
-        for model, record in saved["models"].items():
-            held[model] = None
-            if record["held"] is not None:
-                with np.load(self.dir / record["held"], allow_pickle=False) as arrays:
-                    held[model] = tasks.result_from_arrays(self.model_tasks[model], arrays)
+        try:
+            held = {model: self._held(model, record["held"]) for model, record in saved["models"].items()}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            notice(f"{name}: cannot resume, its checkpoint is damaged ({err}); starting at the beginning")
+            self.stale = stagings
+            return
         self.serial, self.reached_s = saved["serial"], saved["position"]["last_time_s"]
         self.resumed = Checkpoint(saved["position"], saved["models"], held)
         notice(f"{name}: resuming after {reached} ({saved['position']['written']} frames done)")
 
+    def _held(self, model: str, file_name: str | None):
+        if file_name is None:
+            return None
+        with np.load(self.dir / file_name, allow_pickle=False) as arrays:
+            return tasks.result_from_arrays(self.model_tasks[model], arrays)
+
     def save(self, position: dict, models: dict, held: dict) -> None:
-        """Record a checkpoint: `models` as in Checkpoint.models, `held` per model its result."""
-        serial = self.serial + 1
-        self.dir.mkdir(exist_ok=True)
-        records = {}
-        for model, record in models.items():
-            held_name = None
-            if held[model] is not None:
-                held_name = f"held-{model}-{serial}.npz"
-                with open(self.dir / held_name, "wb") as file:
-                    np.savez_compressed(file, **tasks.result_arrays(held[model]))
-                    durable_size(file, self.dir / held_name)
-            records[model] = {**record, "held": held_name}
-        checkpoint = {"serial": serial, "identity": self.identity, "position": position, "models": records}
-        partial = self.dir / f".{CHECKPOINT}.partial"
-        with open(partial, "w") as file:
-            json.dump(checkpoint, file)
-            durable_size(file, partial)
-        os.replace(partial, self.dir / CHECKPOINT)
-        self.serial, self.reached_s = serial, position["last_time_s"]
-        for path in self.dir.glob("held-*.npz"):
-            if int(path.stem.rsplit("-", 1)[1]) < serial:
-                path.unlink()
-        self._drop_stale()
+        """Record a checkpoint: `models` as in Checkpoint.models, `held` per model its result.
+        Does nothing once the run was abandoned."""
+        with self._lock:
+            if self._abandoned:
+                return
+            serial = self.serial + 1
+            self.dir.mkdir(parents=True, exist_ok=True)
+            records = {}
+            for model, record in models.items():
+                held_name = None
+                if held[model] is not None:
+                    held_name = f"held-{model}-{serial}.npz"
+                    with open(self.dir / held_name, "wb") as file:
+                        np.savez_compressed(file, **tasks.result_arrays(held[model]))
+                        sync(file, self.dir / held_name)
+                staging = self.folder / model / record["staging"]
+                # what a resume must find there: each entry, each file at least this long
+                entries = {p.name: -1 if p.is_dir() else p.stat().st_size for p in staging.iterdir()}
+                records[model] = {**record, "held": held_name, "entries": entries}
+            checkpoint = {"serial": serial, "identity": self.identity, "position": position, "models": records}
+            partial = self.dir / f".{CHECKPOINT}.partial"
+            with open(partial, "w") as file:
+                json.dump(checkpoint, file)
+                sync(file, partial)
+            os.replace(partial, self.dir / CHECKPOINT)
+            self.serial, self.reached_s = serial, position["last_time_s"]
+            for path in self.dir.glob("held-*.npz"):
+                if path.stem.rsplit("-", 1)[1] != str(serial):
+                    path.unlink()
+            self._drop_stale()
+
+    def abandon(self) -> None:
+        """The run stopped: after this (which waits for a save under way), `serial` is final."""
+        with self._lock:
+            self._abandoned = True
 
     def drop(self) -> None:
         """Forget the resume state: the run finished."""
         shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.dir.parent.rmdir()  # when no other set of models has a state there
         self._drop_stale()
 
     def _drop_stale(self) -> None:
@@ -158,6 +195,17 @@ class Checkpoints:
             return None, ""
         except (OSError, ValueError) as err:
             return None, f" (its checkpoint cannot be read: {err})"
-        if not isinstance(saved, dict) or not {"serial", "identity", "position", "models"} <= saved.keys():
+        if not _well_formed(saved):
             return None, " (its checkpoint is damaged)"
         return saved, ""
+
+
+def _well_formed(saved) -> bool:
+    try:
+        return (isinstance(saved["serial"], int) and isinstance(saved["identity"]["input"]["path"], str)
+                and isinstance(saved["position"]["written"], int)
+                and isinstance(saved["position"]["last_time_s"], float)
+                and all({"staging", "held", "entries", "sinks", "postprocess"} <= record.keys()
+                        and isinstance(record["entries"], dict) for record in saved["models"].values()))
+    except (KeyError, TypeError, AttributeError):
+        return False

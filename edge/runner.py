@@ -149,6 +149,24 @@ def signals_raise():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def signals_deferred():
+    """SIGINT and SIGTERM are held until the block ends, then raised as Interrupted."""
+    if os.name != "posix" or not _is_main_thread():
+        yield
+        return
+    caught = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise Interrupted(caught[0])
+
+
 def _is_main_thread() -> bool:
     import threading
 
@@ -276,7 +294,8 @@ def run_identity(info: media.VideoInfo, models: list[Model], settings: Settings)
 
 
 def finished(folder: Path, models: list[Model], *, resume_key: str) -> dict | None:
-    """The summary of a finished run with the same identity whose outputs are all in `folder`."""
+    """The summary of a finished run with the same identity whose outputs are all in `folder`,
+    with the status "skipped"."""
     records = {}
     for m in models:
         try:
@@ -289,7 +308,7 @@ def finished(folder: Path, models: list[Model], *, resume_key: str) -> dict | No
             return None
         records[m.folder_name] = record
     summary = {k: v for k, v in next(iter(records.values())).items() if k not in ("model", "files")}
-    return {**summary, "outputs": {name: str(folder / name) for name in records},
+    return {**summary, "status": "skipped", "outputs": {name: str(folder / name) for name in records},
             "models": {name: record["model"] for name, record in records.items()}}
 
 
@@ -304,6 +323,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
     stagings: dict[str, Staging] = {}
     folder = checkpoints.folder
     s = settings
+    resume_after = tally.last_index  # read before the sinks thread moves it
     try:
         for m in models:
             reuse = resumed.models[m.folder_name]["staging"] if resumed else None
@@ -314,7 +334,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             Stage("decode", lambda: media.read_frames(
                 info.path, decoder=s.decoder, start_s=s.start_s, end_s=s.end_s, stride=s.stride,
                 sample_fps=s.sample_fps, pixels=pixels_for(m.contract.task for m in models), stats=stats,
-                stream=info.stream, resume_after=tally.last_index)),
+                stream=info.stream, resume_after=resume_after)),
             Stage("preprocess", lambda frames: batch_frames(frames, models, s.batch)),
             Stage("infer", lambda batches: infer(batches, models)),
             Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed)),
@@ -365,15 +385,13 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             for name, staging in stagings.items():
                 record = {k: v for k, v in summary.items() if k not in ("outputs", "models")}
                 record["model"] = summary["models"][name]
-                record["files"] = sorted(p.name for p in staging.dir.iterdir()) + ["run.json"]
+                record["files"] = sorted(p.name for p in staging.dir.iterdir() if not p.name.startswith(".")) + [
+                    "run.json"]
                 write_json(staging.path("run.json"), record)
-            for staging in stagings.values():
-                staging.commit()
         except OSError as err:
             raise cannot_write(folder, err) from err
-        checkpoints.drop()
-        return summary
     except BaseException as err:
+        checkpoints.abandon()
         stopped = err
         if not checkpoints.serial:
             for staging in stagings.values():
@@ -386,14 +404,24 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
         if stopped is not err:
             raise stopped from None
         raise
+    # Past here the run is done; a stop waits until every output is in place and the resume
+    # state gone, so no half-committed folder is ever left to resume.
+    with signals_deferred():
+        try:
+            for staging in stagings.values():
+                staging.commit()
+        except OSError as err:
+            raise cannot_write(folder, err) from err
+        checkpoints.drop()
+    return summary
 
 
 def record_stop(stagings: dict, info: media.VideoInfo, err: BaseException, tally: Tally,
                 started_at: datetime.datetime, checkpoints: Checkpoints) -> None:
     """A run that did not finish leaves run.json with its status, the error, how far it got and
     from where --resume would carry on, in each output folder that holds no earlier run's
-    outputs (those, with their own run.json, stay as they were). Nothing else: no output carries
-    a final name unfinished."""
+    outputs (those, with their own run.json, stay as they were; the record of an earlier stop is
+    replaced). Nothing else: no output carries a final name unfinished."""
     interrupted = isinstance(err, (Interrupted, KeyboardInterrupt))
     record = {
         "status": "interrupted" if interrupted else "failed",
@@ -408,10 +436,18 @@ def record_stop(stagings: dict, info: media.VideoInfo, err: BaseException, tally
     }
     for staging in stagings.values():
         try:
-            if not any(not p.name.startswith(".") for p in staging.out_dir.iterdir()):
+            earlier = [p.name for p in staging.out_dir.iterdir() if not p.name.startswith(".")]
+            if not earlier or (earlier == ["run.json"] and _status(staging.out_dir / "run.json") != "done"):
                 write_json(staging.out_dir / "run.json", record)
         except OSError:
             pass  # the record is a courtesy: the error the user sees is the one being raised
+
+
+def _status(run_json: Path) -> str | None:
+    try:
+        return json.loads(run_json.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 @contextmanager

@@ -44,14 +44,17 @@ class Staging:
         return self.dir / name
 
     def commit(self) -> list[Path]:
+        """Move the outputs into place; hidden entries are what a stopped writer left, not outputs."""
         finals = []
         for staged in sorted(self.dir.iterdir()):
+            if staged.name.startswith("."):
+                continue
             final = self.out_dir / staged.name
             if final.is_dir() and not final.is_symlink():
                 shutil.rmtree(final)
             os.replace(staged, final)
             finals.append(final)
-        self.dir.rmdir()
+        shutil.rmtree(self.dir)
         return finals
 
     def discard(self) -> None:

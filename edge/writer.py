@@ -8,6 +8,7 @@ another process, cuts the log back there and carries on. x264 is deterministic, 
 file equals, byte for byte, one written in one go with the same checkpoints.
 """
 
+import array
 import contextlib
 import os
 import struct
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from .errors import OutputError, UsageError
-from .media import DecodeStats, _audio_stream, _check_choice, _open_input, _packets
+from .media import DecodeStats, audio_stream, check_choice, open_input, read_packets
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast",
@@ -32,7 +33,7 @@ MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
 _SMPTE170M = 6
 _LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
 _GLOBAL_HEADER = 1 << 22  # AV_CODEC_FLAG_GLOBAL_HEADER: parameter sets in the stream header, where mp4 keeps them
-_PACKET = struct.Struct("<qqqBI")  # a logged packet: pts, dts, duration, keyframe, size; then its bytes
+_PACKET = struct.Struct("<qqBI")  # a logged packet: pts, duration, keyframe, size; then its bytes
 
 
 class VideoWriter:
@@ -74,7 +75,7 @@ class VideoWriter:
             raise UsageError(f"end_s must be after start_s, got start_s={start_s} end_s={end_s}")
         if not isinstance(crf, int) or not 0 <= crf <= 51:
             raise UsageError(f"crf must be an integer from 0 to 51, got {crf!r}")
-        _check_choice("preset", preset, X264_PRESETS)
+        check_choice("preset", preset, X264_PRESETS)
 
         self.path = os.fspath(path)
         self._shape = (height, width, 3)
@@ -160,8 +161,7 @@ class VideoWriter:
             for packet in packets:
                 # x264 leaves durations at 0 and mp4 then gives the last frame 1/24 s (PyAV's
                 # default rate); the latest interval is the best guess, exact for constant rates.
-                dts = packet.dts if packet.dts is not None else packet.pts
-                self._log.write(_PACKET.pack(packet.pts, dts, packet.duration or self._step, packet.is_keyframe,
+                self._log.write(_PACKET.pack(packet.pts, packet.duration or self._step, packet.is_keyframe,
                                              packet.size))
                 self._log.write(bytes(packet))
         except OSError as err:
@@ -182,13 +182,7 @@ class VideoWriter:
             video.time_base = self._time_base
             if self._audio_from is not None:
                 audio = _AudioTrack.open(out, self._audio_from, self._start_s, self._end_s, self._mux_packet(out))
-            last_dts = None
             for packet in _logged_packets(self._log_path, self._time_base):
-                # Each stretch's encoder starts its decode times afresh; with B-frames and a
-                # changing frame rate one may start at or before the previous stretch's last.
-                if last_dts is not None and packet.dts <= last_dts:
-                    packet.dts = min(last_dts + 1, packet.pts)
-                last_dts = packet.dts
                 packet.stream = video
                 self._mux_packet(out)(packet)
                 if audio is not None:
@@ -227,14 +221,19 @@ class VideoWriter:
                 os.unlink(self._log_path)
 
 
-def durable_size(file, path) -> int:
-    """Flush `file` to the disk (a power cut keeps it) and return its size in bytes."""
+def sync(file, path) -> None:
+    """Flush `file` through to the disk."""
     try:
         file.flush()
         os.fsync(file.fileno())
-        return os.fstat(file.fileno()).st_size
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}; check free disk space") from err
+
+
+def durable_size(file, path) -> int:
+    """`sync` the file and return its size in bytes."""
+    sync(file, path)
+    return os.fstat(file.fileno()).st_size
 
 
 def open_resumable(path: str | os.PathLike, *, resume_bytes: int | None, binary: bool = False):
@@ -262,18 +261,31 @@ def open_resumable(path: str | os.PathLike, *, resume_bytes: int | None, binary:
 
 
 def _logged_packets(path: str, time_base: Fraction) -> Iterator[av.Packet]:
+    """The log's packets, with decode times made anew for the whole file: each stretch's encoder
+    starts its own afresh, and with B-frames on a coarse time base (one tick a frame) its first
+    could fall on or before the previous stretch's last. The k-th packet in decode order gets
+    the k-th smallest presentation time, less the largest shift that keeps every decode time at
+    or before its presentation time: strictly increasing, and the same for the same log."""
     with open(path, "rb") as log:
+        shown = array.array("q")
         while header := log.read(_PACKET.size):
-            pts, dts, duration, keyframe, size = _PACKET.unpack(header)
+            pts, _, _, size = _PACKET.unpack(header)
+            shown.append(pts)
+            log.seek(size, os.SEEK_CUR)
+        ordered = sorted(shown)
+        shift = max((t - pts for t, pts in zip(ordered, shown)), default=0)
+        log.seek(0)
+        for decode_time in ordered:
+            pts, duration, keyframe, size = _PACKET.unpack(log.read(_PACKET.size))
             packet = av.Packet(log.read(size))
-            packet.pts, packet.dts, packet.duration, packet.time_base = pts, dts, duration, time_base
+            packet.pts, packet.dts, packet.duration, packet.time_base = pts, decode_time - shift, duration, time_base
             packet.is_keyframe = bool(keyframe)
             yield packet
 
 
 def _has_audio(path) -> bool:
-    with _open_input(os.fspath(path)) as source:
-        return _audio_stream(source) is not None
+    with open_input(os.fspath(path)) as source:
+        return audio_stream(source) is not None
 
 
 class _AudioTrack:
@@ -283,9 +295,9 @@ class _AudioTrack:
     @classmethod
     def open(cls, out, path: str, start_s: float, end_s: float | None, mux: Callable):
         """The track for the first audio stream of `path`, or None when it has none."""
-        source = _open_input(path)
+        source = open_input(path)
         try:
-            if _audio_stream(source) is not None:
+            if audio_stream(source) is not None:
                 return cls(out, source, start_s, end_s, mux)
         except BaseException:
             source.close()
@@ -298,7 +310,7 @@ class _AudioTrack:
         self._mux = mux
         self._start_s = start_s
         self._end_s = end_s
-        self._src = _audio_stream(source)
+        self._src = audio_stream(source)
         self._copy = self._src.codec_context.codec.canonical_name in MP4_AUDIO_COPY
         if self._copy:
             self._dst = out.add_stream_from_template(self._src)
@@ -311,7 +323,7 @@ class _AudioTrack:
             self._dst = out.add_stream("aac", rate=rate, layout=layout)
             self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=1024)
             self._samples = None  # output pts in samples, set by the first frame
-        self._packets = _packets(self._in, self._src, DecodeStats())  # damage ends the audio, not the run
+        self._packets = read_packets(self._in, self._src, DecodeStats())  # damage ends the audio, not the run
         self._last_dts = None
         self._next = self._read()
 

@@ -3,6 +3,7 @@ checkpoint, and its outputs equal, byte for byte, those of a run never stopped."
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -11,13 +12,15 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
 
 from edge import resume as resume_module
 from edge.cli import main
-from edge.errors import StageError, UsageError
+from edge import runner
+from edge.errors import Interrupted, StageError, UsageError
 from edge.runner import run
 from edge.tasks.biwi import OneEuro
 from edge.timeline import TimelineBuilder
@@ -112,7 +115,7 @@ def test_resumed_outputs_equal_an_uninterrupted_run(tmp_path, models, monkeypatc
         run_scenario(clip, paths, tmp_path / "cut", spec)
     assert failed.value.stage == "sinks" and len(calls) == 4
     folder = tmp_path / "cut" / "walk"
-    saved = json.loads((folder / ".edge-resume" / "checkpoint.json").read_text())
+    saved = json.loads((folder / ".edge-resume" / "+".join(sorted(spec["tasks"])) / "checkpoint.json").read_text())
     assert saved["serial"] == 3 and saved["position"]["written"] > 0
     monkeypatch.undo()
 
@@ -147,7 +150,7 @@ def test_a_run_killed_by_a_signal_resumes_to_the_same_outputs(tmp_path, models, 
             "--checkpoint-every", str(EVERY_S), "--quiet"]
     assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
 
-    checkpoint = tmp_path / "cut" / "long" / ".edge-resume" / "checkpoint.json"
+    checkpoint = tmp_path / "cut" / "long" / ".edge-resume" / "biwi+camvid" / "checkpoint.json"
     child = subprocess.Popen([sys.executable, "-c", CHILD, *argv, "--out", str(tmp_path / "cut")],
                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 60
@@ -245,7 +248,7 @@ def test_resume_skips_finished_inputs_and_carries_on_the_interrupted_one(tmp_pat
     captured = capsys.readouterr()
     assert "first.mp4: already done with these options" in captured.err
     assert "second.mp4: resuming after 0.76 s (20 frames done)" in captured.err
-    assert "first.mp4: 30 frames, 30 processed" in captured.out
+    assert "first.mp4: already done -> " in captured.out
     assert "second.mp4: 60 frames (20 of them before resuming), 60 processed" in captured.out
     record = json.loads((tmp_path / "out" / "second" / "planet" / "run.json").read_text())
     assert record["resumed"]["frames_before"] == 20 and record["frames"]["in_range"] == 60
@@ -267,8 +270,71 @@ def test_a_lost_partial_folder_starts_over(tmp_path, models, monkeypatch, capsys
     for partial in (tmp_path / "out" / "clip" / "camvid").glob(".edge-partial-*"):
         shutil.rmtree(partial)
     assert main(argv + ["--resume"]) == 0
-    assert "is gone; starting at the beginning" in capsys.readouterr().err
+    assert "is gone or cut short; starting at the beginning" in capsys.readouterr().err
     assert not list((tmp_path / "out").rglob(".edge-*"))
+
+
+def test_a_partial_file_cut_short_starts_over(tmp_path, models, monkeypatch, capsys):
+    clip, argv = interrupted_run(tmp_path, models, monkeypatch, capsys)
+    (log,) = (tmp_path / "out" / "clip" / "camvid").glob(".edge-partial-*/.overlay.mp4.packets")
+    with open(log, "r+b") as file:
+        file.truncate(100)
+    assert main(argv + ["--resume"]) == 0
+    assert f"{log} is gone or cut short; starting at the beginning" in capsys.readouterr().err
+
+
+def test_a_damaged_held_result_starts_over(tmp_path, models, monkeypatch, capsys):
+    clip, argv = interrupted_run(tmp_path, models, monkeypatch, capsys)
+    (held,) = (tmp_path / "out" / "clip" / ".edge-resume" / "camvid").glob("held-*.npz")
+    held.write_bytes(b"not a zip")
+    assert main(argv + ["--resume"]) == 0
+    assert "its checkpoint is damaged" in capsys.readouterr().err
+    assert not list((tmp_path / "out").rglob(".edge-*"))
+
+
+def test_a_resumed_run_stopped_again_records_the_later_stop(tmp_path, models, monkeypatch, capsys):
+    clip, argv = interrupted_run(tmp_path, models, monkeypatch, capsys)
+    record = tmp_path / "out" / "clip" / "camvid" / "run.json"
+    first = json.loads(record.read_text())
+    real = resume_module.Checkpoints.save
+
+    def save(self, *args):
+        if self.serial == 4:
+            raise RuntimeError("stopped again")
+        real(self, *args)
+
+    monkeypatch.setattr(resume_module.Checkpoints, "save", save)
+    assert main(argv + ["--resume", "--quiet"]) == 6
+    later = json.loads(record.read_text())
+    assert later["status"] == "failed" and "stopped again" in later["error"]
+    assert later["resumable_after_s"] > first["resumable_after_s"]
+    assert "up to 1.56 s are kept" in capsys.readouterr().err
+
+
+def test_other_models_over_the_same_input_leave_the_state_alone(tmp_path, models, monkeypatch, capsys):
+    clip, argv = interrupted_run(tmp_path, models, monkeypatch, capsys)
+    other = [str(clip), "--model", models.planet(), "--out", str(tmp_path / "out"), "--checkpoint-every", str(EVERY_S)]
+    assert main(other) == 0 and main(other + ["--resume"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 0
+    assert "resuming after" in capsys.readouterr().err
+    assert not list((tmp_path / "out").rglob(".edge-*"))
+
+
+def test_a_signal_while_outputs_move_into_place_waits_for_them():
+    with pytest.raises(Interrupted) as caught:
+        with runner.signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            done = True  # reached: the signal did not cut the block short
+    assert done and caught.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_no_checkpoint_lands_after_the_run_was_abandoned(tmp_path):
+    checkpoints = resume_module.Checkpoints(tmp_path, {"input": {"path": "x"}}, {"planet": "planet"})
+    checkpoints.abandon()
+    checkpoints.save({"last_time_s": 1.0}, {}, {})
+    assert checkpoints.serial == 0 and not (tmp_path / ".edge-resume").exists()
 
 
 def test_checkpoint_every_is_checked(tmp_path, models):
@@ -342,6 +408,28 @@ def test_one_euro_restored_goes_on_the_same():
 @pytest.mark.parametrize("damage", ['{"serial": 3', '[]'])
 def test_a_damaged_checkpoint_starts_over(tmp_path, models, monkeypatch, capsys, damage):
     clip, argv = interrupted_run(tmp_path, models, monkeypatch, capsys)
-    (tmp_path / "out" / "clip" / ".edge-resume" / "checkpoint.json").write_text(damage)
+    (tmp_path / "out" / "clip" / ".edge-resume" / "camvid" / "checkpoint.json").write_text(damage)
     assert main(argv + ["--resume"]) == 0
     assert "nothing to resume (its checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [5, 10])  # cases where each stretch's own decode times collided
+def test_checkpoints_with_b_frames_on_a_coarse_time_base_keep_every_frame(tmp_path, seed):
+    # one tick a frame, times that repeat (bumped a tick) or jump, B-frames, checkpoints anywhere
+    rng = random.Random(seed)
+    ticks, times = 0, []
+    for _ in range(80):
+        times.append(ticks / 25)
+        ticks += rng.choice([1] * 8 + [0, 0, 5, 12])
+    checkpoints = sorted(rng.sample(range(5, 79), 4))
+    preset = rng.choice(["medium", "fast", "veryfast"])
+    with VideoWriter(tmp_path / "o.mp4", width=64, height=48, time_base=Fraction(1, 25), preset=preset) as writer:
+        for i, t in enumerate(times):
+            frame = np.full((48, 64, 3), (i * 4 % 255, 255 - i * 3 % 255, 90), np.uint8)
+            frame[(i * 2) % 30 : (i * 2) % 30 + 10, (i * 3) % 50 : (i * 3) % 50 + 10] = 255
+            writer.write(frame, t)
+            if i in checkpoints:
+                writer.checkpoint()
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        shown = [frame.pts for frame in container.decode(video=0)]
+    assert len(shown) == 80 and shown == sorted(set(shown))

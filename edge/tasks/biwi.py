@@ -27,7 +27,6 @@ class Point:
 Result = Point
 
 
-
 class OneEuro:
     """The One-Euro filter (Casiez et al., CHI 2012): little lag when the point moves fast,
     little jitter when it is still. Works with uneven time steps (VFR, --sample-fps)."""

@@ -22,7 +22,6 @@ class Segmentation:
 Result = Segmentation
 
 
-
 def postprocessor(contract, options):
     classes = len(contract.classes)
     if classes >= NO_CLASS:
