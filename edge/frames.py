@@ -17,7 +17,8 @@ class Frame:
     which hold the last result so overlays keep the input's frame count. `planes`, when the
     decoder was asked for them (no sink needs the frame's RGB), holds the frame's I420 planes
     as one (h*3/2, w) uint8 array instead, and `image` is None: the model's preprocessing then
-    converts only the few pixels it keeps.
+    converts only the few pixels it keeps. `on_device`, when the run's models take tensors on a
+    device (edge/device.py), is the frame uploaded there (H,W,3 uint8), for drawing on it.
     """
 
     index: int
@@ -25,3 +26,4 @@ class Frame:
     image: np.ndarray | None
     selected: bool = True
     planes: np.ndarray | None = None
+    on_device: object = None

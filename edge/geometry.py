@@ -44,22 +44,35 @@ class Window:
         scale = np.array([self.width / mw, self.height / mh])
         return points * scale + np.array([self.x0, self.y0])
 
+    def region(self) -> tuple[slice, slice] | None:
+        """The frame rows and columns a squish or crop window takes; None for a pad window,
+        which reaches outside the frame."""
+        fh, fw = self.frame_size
+        if self.width > fw or self.height > fh:
+            return None
+        x0, y0 = int(round(self.x0)), int(round(self.y0))
+        return slice(y0, y0 + int(round(self.height))), slice(x0, x0 + int(round(self.width)))
+
+    def padding(self) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+        """For a pad window: the size (height, width) the whole frame is resized to, and the
+        (top, bottom, left, right) border reflected around it to fill the model's input."""
+        mh, mw = self.model_size
+        fh, fw = self.frame_size
+        inner_w, inner_h = max(1, round(fw * mw / self.width)), max(1, round(fh * mh / self.height))
+        left, top = (mw - inner_w) // 2, (mh - inner_h) // 2
+        return (inner_h, inner_w), (top, mh - inner_h - top, left, mw - inner_w - left)
+
     def resize_image(self, image: np.ndarray, out: np.ndarray) -> None:
         """Resample a frame into `out` (model height x width x 3); INTER_AREA is the antialiased
         downscale closest to the PIL resize fastai trained with."""
         mh, mw = self.model_size
-        fh, fw = self.frame_size
-        if self.width <= fw and self.height <= fh:  # squish or crop
-            x0, y0 = int(round(self.x0)), int(round(self.y0))
-            region = image[y0 : y0 + int(round(self.height)), x0 : x0 + int(round(self.width))]
+        if (rows := self.region()) is not None:  # squish or crop
+            region = image[rows]
             cv2.resize(region, (mw, mh), dst=out, interpolation=_interpolation(region.shape, out.shape))
             return
-        inner_w, inner_h = max(1, round(fw * mw / self.width)), max(1, round(fh * mh / self.height))
+        (inner_h, inner_w), border = self.padding()
         inner = cv2.resize(image, (inner_w, inner_h), interpolation=_interpolation(image.shape, (inner_h, inner_w)))
-        left, top = (mw - inner_w) // 2, (mh - inner_h) // 2
-        cv2.copyMakeBorder(
-            inner, top, mh - inner_h - top, left, mw - inner_w - left, cv2.BORDER_REFLECT_101, dst=out
-        )
+        cv2.copyMakeBorder(inner, *border, cv2.BORDER_REFLECT_101, dst=out)
 
     def resize_planes(self, planes: np.ndarray, out: np.ndarray) -> None:
         """As resize_image, from a frame's I420 planes: each plane's window is resampled to the
@@ -86,6 +99,18 @@ class Window:
         np.clip(np.rint(rgb), 0, 255, out=rgb)
         out[...] = rgb
 
+    def nearest_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each frame row and column, the model pixel nearest its centre, or -1 where the
+        model saw nothing: what mask_to_frame computes, as index vectors for a device to gather with."""
+        mh, mw = self.model_size
+        fh, fw = self.frame_size
+        out = []
+        for count, size, start, extent in ((fh, mh, self.y0, self.height), (fw, mw, self.x0, self.width)):
+            centre = (np.arange(count) + 0.5 - start) * (size / extent) - 0.5
+            index = np.floor(centre + 0.5).astype(np.int64)
+            out.append(np.where((index >= 0) & (index < size), index, -1))
+        return out[0], out[1]
+
     def mask_to_frame(self, mask: np.ndarray) -> np.ndarray:
         """A class-id map at model size to frame size (nearest), NO_CLASS where the model saw nothing."""
         mh, mw = self.model_size
@@ -97,6 +122,47 @@ class Window:
             mask, to_model, (fw, fh), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_CONSTANT, borderValue=NO_CLASS,
         )
+
+
+def resample_weights(src_size: tuple[int, int], dst_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The resize `cv2.resize` does with the interpolation `_interpolation` picks, as two
+    matrices: out = rows @ image @ columns.T, per channel. OpenCV averages areas only when no
+    side grows (INTER_AREA), else interpolates linearly between pixel centres (INTER_LINEAR,
+    edges replicated): a device resizes with them as matrix products, and matches the host."""
+    shrinks = [dst <= src for src, dst in zip(src_size, dst_size)]
+    kind = _area_weights if all(shrinks) else _area_linear_weights if any(shrinks) else _linear_weights
+    return tuple(kind(src, dst) for src, dst in zip(src_size, dst_size))
+
+
+def _area_weights(src: int, dst: int) -> np.ndarray:
+    """Each output pixel the mean of the input span it covers, partly covered pixels in part."""
+    scale = src / dst
+    edges = np.arange(dst + 1) * scale
+    pixels = np.arange(src)
+    overlap = np.minimum(edges[1:, None], pixels + 1) - np.maximum(edges[:-1, None], pixels)
+    return (np.clip(overlap, 0, None) / scale).astype(np.float32)
+
+
+def _linear_weights(src: int, dst: int) -> np.ndarray:
+    centre = np.clip((np.arange(dst) + 0.5) * (src / dst) - 0.5, 0, src - 1)
+    low = np.floor(centre)
+    return _two_taps(src, low, centre - low)
+
+
+def _area_linear_weights(src: int, dst: int) -> np.ndarray:
+    """INTER_AREA where one side grows: OpenCV's own two-tap rule, on both sides."""
+    out = np.arange(dst)
+    low = np.floor(out * src / dst)
+    fraction = (out + 1) - (low + 1) * dst / src
+    return _two_taps(src, low, np.where(fraction <= 0, 0.0, fraction - np.floor(fraction)))
+
+
+def _two_taps(src: int, low: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    low = np.minimum(low.astype(np.int64), src - 1)
+    weights = np.zeros((len(low), src), np.float32)
+    np.add.at(weights, (np.arange(len(low)), low), 1 - fraction)
+    np.add.at(weights, (np.arange(len(low)), np.minimum(low + 1, src - 1)), fraction)
+    return weights
 
 
 def _interpolation(src_shape, dst_shape) -> int:

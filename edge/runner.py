@@ -12,7 +12,7 @@ import os
 import platform
 import signal
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from . import __version__, backends, media, tasks, writer
+from .device import DevicePath, finite_rows, for_models, host
 from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, UsageError, user_line
 from .frames import Frame
 from .geometry import Preprocessor, planes_size
@@ -266,7 +267,8 @@ def run(
             if done is None:
                 checkpoints.open(resume=resume, notice=notice)
             plans.append((info, checkpoints, done))
-        return [done or run_one(info, loaded, checkpoints, settings, progress=progress)
+        device_path = for_models([m.backend for m in loaded])
+        return [done or run_one(info, loaded, checkpoints, settings, device_path=device_path, progress=progress)
                 for info, checkpoints, done in plans]
 
 
@@ -313,7 +315,7 @@ def finished(folder: Path, models: list[Model], *, resume_key: str) -> dict | No
 
 
 def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints, settings: Settings, *,
-            progress) -> dict:
+            device_path: DevicePath | None, progress) -> dict:
     started_at = datetime.datetime.now(datetime.timezone.utc)
     wall, cpu = time.perf_counter(), time.process_time()
     stats = media.DecodeStats()
@@ -333,11 +335,12 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
         stages = [
             Stage("decode", lambda: media.read_frames(
                 info.path, decoder=s.decoder, start_s=s.start_s, end_s=s.end_s, stride=s.stride,
-                sample_fps=s.sample_fps, pixels=pixels_for(m.contract.task for m in models), stats=stats,
+                sample_fps=s.sample_fps, stats=stats,
+                pixels=pixels_for((m.contract.task for m in models), on_device=device_path is not None),
                 stream=info.stream, resume_after=resume_after)),
-            Stage("preprocess", lambda frames: batch_frames(frames, models, s.batch)),
-            Stage("infer", lambda batches: infer(batches, models)),
-            Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed)),
+            Stage("preprocess", lambda frames: batch_frames(frames, models, s.batch, device_path)),
+            Stage("infer", lambda batches: infer(batches, models, device_path)),
+            Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed, device_path)),
             Stage("sinks", lambda batches: write_sinks(batches, models, stagings, tally, Outputs(
                 info, s, start_s, checkpoints))),
         ]
@@ -489,10 +492,13 @@ def stopped_early(info: media.VideoInfo, last_time_s: float | None, end_s: float
     return {"at_s": round(reached_s, 3), "expected_end_s": round(expected_s, 3)}
 
 
-def pixels_for(task_names) -> str:
-    """What the decoder must give: every frame's RGB when a task draws an overlay, else only the
-    selected frames' I420 planes, which preprocessing converts at the model's size."""
-    return "all" if any(task in ("camvid", "biwi") for task in task_names) else "planes"
+def pixels_for(task_names, *, on_device: bool = False) -> str:
+    """What the decoder must give: every frame's RGB when a task draws an overlay; else only the
+    selected frames', as I420 planes that host preprocessing converts at the model's size, or
+    as RGB to upload to the device."""
+    if any(task in ("camvid", "biwi") for task in task_names):
+        return "all"
+    return "selected" if on_device else "planes"
 
 
 def expected_frames(info: media.VideoInfo, start_s: float | None, end_s: float | None) -> int | None:
@@ -505,26 +511,31 @@ def expected_frames(info: media.VideoInfo, start_s: float | None, end_s: float |
     return max(0, round((end - (start_s or 0.0)) * info.fps))
 
 
-def batch_frames(frames, models: list[Model], size: int):
+def batch_frames(frames, models: list[Model], size: int, device_path: DevicePath | None = None):
     """Group frames so each batch holds `size` selected ones; preprocess those once per distinct
-    model input (models that agree on size and normalization share it)."""
+    model input (models that agree on size and normalization share it), on the host or, given
+    a device path, on the device, where camvid's overlay also needs every frame."""
     preprocessors = {}
     for model in models:
         preprocessors.setdefault(model.preprocess_key, Preprocessor(model.contract))
+    upload_all = any(tasks.module(m.contract.task).DRAWS_ON_DEVICE for m in models)
     pending: list[Frame] = []
     selected = 0
     for frame in frames:
         pending.append(frame)
         selected += frame.selected
         if selected == size:
-            yield _prepare(pending, preprocessors)
+            yield _prepare(pending, preprocessors, device_path, upload_all)
             pending, selected = [], 0
     if pending:
-        yield _prepare(pending, preprocessors)
+        yield _prepare(pending, preprocessors, device_path, upload_all)
 
 
-def _prepare(frames: list[Frame], preprocessors: dict) -> Batch:
+def _prepare(frames: list[Frame], preprocessors: dict, device_path: DevicePath | None, upload_all: bool) -> Batch:
     batch = Batch(frames)
+    if device_path is not None:
+        _prepare_on_device(batch, preprocessors, device_path, upload_all)
+        return batch
     images = [f.image if f.image is not None else f.planes for f in batch.selected]
     if images:
         sizes = [image.shape[:2] if image.ndim == 3 else planes_size(image) for image in images]
@@ -534,21 +545,48 @@ def _prepare(frames: list[Frame], preprocessors: dict) -> Batch:
     return batch
 
 
-def infer(batches, models: list[Model]):
+def _prepare_on_device(batch: Batch, preprocessors: dict, device_path: DevicePath, upload_all: bool) -> None:
+    # every frame of a stream has one size: the decoder skips a frame of another as damaged
+    sent = [f for f in (batch.frames if upload_all else batch.selected) if f.image is not None]
+    if not sent:
+        return
+    with device_path.stage():
+        uploaded = device_path.upload([f.image for f in sent])
+        for frame, on_device in zip(sent, uploaded):
+            frame.on_device = on_device
+        picked = [i for i, f in enumerate(sent) if f.selected]
+        if not picked:
+            return
+        chosen = uploaded if len(picked) == len(sent) else uploaded[picked]
+        for key, prep in preprocessors.items():
+            window = prep.window(sent[0].image.shape[:2])
+            batch.inputs[key] = device_path.model_input(chosen, window, prep.contract)
+            batch.windows[key] = [window] * len(picked)
+
+
+def infer(batches, models: list[Model], device_path: DevicePath | None = None):
     for batch in batches:
         if batch.inputs:
             for model in models:
-                batch.outputs[model.folder_name] = model.backend.run(batch.inputs[model.preprocess_key])
+                pixels = batch.inputs[model.preprocess_key]
+                if device_path is None:
+                    batch.outputs[model.folder_name] = model.backend.run(pixels)
+                    continue
+                with device_path.stage():
+                    batch.outputs[model.folder_name] = device_path.run(model.backend, pixels)
         yield batch
 
 
-def postprocess(batches, models: list[Model], options: tasks.Options, resumed: Checkpoint | None = None):
+def postprocess(batches, models: list[Model], options: tasks.Options, resumed: Checkpoint | None = None,
+                device_path: DevicePath | None = None):
     """Each model's raw output into per-frame results. A frame whose output holds NaN or Inf gets
     no result (its overlay shows the frame as it is, its rows are left out) and is counted by
     time: a broken model or an fp16 overflow must show, never become a plausible overlay. A
     postprocessor with memory along the video leaves its state after each batch in the batch,
-    for the checkpoint the sinks stage may take there."""
+    for the checkpoint the sinks stage may take there. Outputs on a device stay there for a
+    task that draws on the device; the few numbers of the others come to the host."""
     decoders = {m.folder_name: tasks.module(m.contract.task).postprocessor(m.contract, options) for m in models}
+    on_device = {m.folder_name for m in models if tasks.module(m.contract.task).DRAWS_ON_DEVICE}
     if resumed is not None:
         for name, decoder in decoders.items():
             if resumed.models[name]["postprocess"] is not None:
@@ -559,16 +597,19 @@ def postprocess(batches, models: list[Model], options: tasks.Options, resumed: C
             for model in models:
                 name = model.folder_name
                 raw = batch.outputs.pop(name)
+                if name not in on_device:
+                    raw = host(raw)
                 windows = batch.windows[model.preprocess_key]
-                finite = np.isfinite(raw.reshape(len(raw), -1)).all(axis=1) if raw.dtype.kind == "f" else None
-                if finite is None or finite.all():
-                    batch.results[name] = decoders[name](raw, selected, windows)
-                    continue
-                batch.nonfinite[name] = [f.pts_s for f, ok in zip(selected, finite) if not ok]
-                keep = np.flatnonzero(finite)
-                good = iter(decoders[name](raw[keep], [selected[i] for i in keep], [windows[i] for i in keep])
-                            if len(keep) else [])
-                batch.results[name] = [next(good) if ok else None for ok in finite]
+                with device_path.stage() if device_path else nullcontext():
+                    finite = finite_rows(raw)
+                    if finite is None or finite.all():
+                        batch.results[name] = decoders[name](raw, selected, windows)
+                        continue
+                    batch.nonfinite[name] = [f.pts_s for f, ok in zip(selected, finite) if not ok]
+                    keep = np.flatnonzero(finite).tolist()
+                    good = iter(decoders[name](raw[keep], [selected[i] for i in keep], [windows[i] for i in keep])
+                                if keep else [])
+                    batch.results[name] = [next(good) if ok else None for ok in finite]
         for name, decoder in decoders.items():
             if hasattr(decoder, "state"):
                 batch.postprocess_state[name] = decoder.state()

@@ -117,9 +117,16 @@ class EngineRunner:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The first output for `batch`, whose size must lie within the engine's profile."""
+        with self.torch.cuda.stream(self.stream):  # the copy in goes on the engine's stream
+            pixels = self.torch.from_numpy(np.ascontiguousarray(batch, self.input_dtype)).cuda()
+        return self.run_tensor(pixels).cpu().numpy()
+
+    def run_tensor(self, pixels):
+        """As `run`, from a CUDA tensor to a CUDA tensor, finished when it returns."""
         torch, context = self.torch, self.context
-        with torch.cuda.stream(self.stream):  # copies, allocations and the engine share one stream
-            pixels = torch.from_numpy(np.ascontiguousarray(batch, self.input_dtype)).cuda()
+        self.stream.wait_stream(torch.cuda.current_stream())  # whatever made `pixels` comes first
+        with torch.cuda.stream(self.stream):  # allocations and the engine share one stream
+            pixels = pixels.to(_torch_dtype(torch, self.input_dtype)).contiguous()
             if not context.set_input_shape(self.input_name, tuple(pixels.shape)):
                 raise ModelError(f"the engine does not take input {tuple(pixels.shape)}: "
                                  f"{_one_line(self.logger.errors)}; use a batch within the engine's profile")
@@ -130,8 +137,9 @@ class EngineRunner:
                 context.set_tensor_address(name, out.data_ptr())
                 outputs.append(out)
             if not context.execute_async_v3(self.stream.cuda_stream):
-                raise ModelError(f"TensorRT failed to run a batch of {len(batch)}: {_one_line(self.logger.errors)}")
-            return outputs[0].cpu().numpy()  # waits for the stream
+                raise ModelError(f"TensorRT failed to run a batch of {len(pixels)}: {_one_line(self.logger.errors)}")
+        self.stream.synchronize()
+        return outputs[0]
 
 
 def _profile(builder, network, batches, onnx_path):

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from ..device import torch_has_cuda
 from ..errors import ModelError, UsageError, last_line
 from . import check_file
 
@@ -50,6 +51,8 @@ class OrtBackend:
             raise ModelError(f"{path}: not a valid ONNX model ({last_line(err)}); export it again") from err
         used = self.session.get_providers()[0]
         self.device = "cpu" if used == "CPUExecutionProvider" else f"cuda ({used})"
+        # frames can meet the model on the GPU only through a CUDA torch (edge/device.py)
+        self.tensor_device = "cuda" if used != "CPUExecutionProvider" and torch_has_cuda() else None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name

@@ -44,6 +44,7 @@ class TensorrtBackend:
         self.metadata = side["metadata"]
         self.precision = side.get("precision", "unknown")
         self.device = f"cuda (TensorRT {self.precision})"
+        self.tensor_device = "cuda"  # run_tensor takes and gives CUDA tensors
         _, self.default_batch, self.max_batch = side["profile"]
         self.input_shape = [d if d >= 0 else None for d in self.runner.input_shape]
         self.input_type = onnx_type(np.dtype(self.runner.input_dtype).name)
@@ -53,3 +54,9 @@ class TensorrtBackend:
         step = self.max_batch
         parts = [self.runner.run(batch[start : start + step]) for start in range(0, len(batch), step)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def run_tensor(self, batch):
+        """As `run`, for a batch already on the GPU, which the output stays on."""
+        step = self.max_batch
+        parts = [self.runner.run_tensor(batch[start : start + step]) for start in range(0, len(batch), step)]
+        return parts[0] if len(parts) == 1 else self.runner.torch.cat(parts)

@@ -58,16 +58,18 @@ class TorchBackend:
         self.module = program.module()
         self._fp16 = device == "cuda" and precision != "fp32"
         self.device = f"cuda ({'fp16' if self._fp16 else 'fp32'})" if device == "cuda" else "cpu"
+        self.tensor_device = device  # run_tensor takes and gives tensors there
         self.default_batch = 8 if device == "cuda" else 4
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_tensor(self._torch.from_numpy(np.ascontiguousarray(batch)).to(self._device)).cpu().numpy()
+
+    def run_tensor(self, x):
+        """A batch already on this backend's device, in and out as tensors."""
         torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16) if self._fp16 else contextlib.nullcontext():
             out = self.module(x)
-        if out.is_floating_point():
-            out = out.float()  # fp16 out of autocast; the runtime decodes float32
-        return out.cpu().numpy()
+        return out.float() if out.is_floating_point() else out  # fp16 out of autocast; decoding takes float32
 
 
 def _user_input(program):

@@ -3,7 +3,9 @@
 Each module defines `postprocessor(contract, options)` returning a callable that turns one
 batch's raw output and the frames' windows into one result per frame (in frame pixels; one
 with memory along the video also has `state()` and `restore(state)`), `sinks(ctx)` returning
-the context-manager sinks for an output folder, and `Result`, the type of a frame's result.
+the context-manager sinks for an output folder, `Result`, the type of a frame's result, and
+`DRAWS_ON_DEVICE`: whether, when frames go to the model's device (edge/device.py), the task's
+postprocessor takes the raw output there and its overlay is drawn there.
 """
 
 import dataclasses
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..device import host
 
 from ..media import VideoInfo
 from ..model import Contract
@@ -49,7 +53,7 @@ def result_arrays(result) -> dict[str, np.ndarray]:
     next unselected frames show)."""
     if isinstance(result, np.ndarray):
         return {"array": result}
-    return {f.name: np.asarray(getattr(result, f.name)) for f in dataclasses.fields(result)}
+    return {f.name: host(getattr(result, f.name)) for f in dataclasses.fields(result)}
 
 
 def result_from_arrays(task: str, arrays) -> object:

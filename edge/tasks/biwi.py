@@ -24,6 +24,7 @@ class Point:
     y_smooth: float
 
 
+DRAWS_ON_DEVICE = False
 Result = Point
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..device import blend, host, is_tensor, segment
 from ..errors import ModelError
 from ..geometry import NO_CLASS
 from ..sinks import CsvSink, MaskSink, OverlaySink
@@ -15,10 +16,13 @@ LEGEND_MIN_FRACTION = 0.005
 
 @dataclass(slots=True)
 class Segmentation:
-    mask: np.ndarray  # frame height x width uint8 class ids, NO_CLASS where the model saw nothing
+    # frame height x width uint8 class ids, NO_CLASS where the model saw nothing; a tensor on
+    # the device when frames went there
+    mask: np.ndarray
     fractions: np.ndarray  # per class, the fraction of the frame's pixels
 
 
+DRAWS_ON_DEVICE = True
 Result = Segmentation
 
 
@@ -28,10 +32,15 @@ def postprocessor(contract, options):
         raise ModelError(f"camvid model has {classes} classes; edge supports at most {NO_CLASS - 1}")
 
     def decode(raw: np.ndarray, frames, windows) -> list[Segmentation]:
-        ids = raw.argmax(axis=1) if contract.output == "logits" else raw
+        logits = contract.output == "logits"
+        if not logits and len(raw) and (int(raw.min()) < 0 or int(raw.max()) >= classes):
+            raise ModelError(f"model output class id {int(raw.max())} but the contract lists {classes} classes")
+        if is_tensor(raw):
+            masks, fractions = segment(raw.reshape(len(windows), *raw.shape[-3 if logits else -2:]), windows[0],
+                                       classes, logits)
+            return [Segmentation(mask, row) for mask, row in zip(masks, fractions)]
+        ids = raw.argmax(axis=1) if logits else raw
         ids = ids.reshape(len(windows), *ids.shape[-2:])
-        if ids.size and (ids.min() < 0 or ids.max() >= classes):
-            raise ModelError(f"model output class id {int(ids.max())} but the contract lists {classes} classes")
         results = []
         for model_mask, window in zip(ids.astype(np.uint8), windows):
             mask = window.mask_to_frame(model_mask)
@@ -50,12 +59,16 @@ def sinks(ctx) -> list:
     palette[: len(contract.palette), 0] = contract.palette
 
     def draw(frame, seg: Segmentation) -> np.ndarray:
-        image = frame.image
-        colours = cv2.LUT(cv2.merge([seg.mask] * 3), palette)
-        out = cv2.addWeighted(image, 1 - options.alpha, colours, options.alpha, 0)
-        if contract.resize == "crop":  # outside the crop window the model saw nothing
-            unseen = seg.mask == NO_CLASS
-            out[unseen] = image[unseen]
+        crop = contract.resize == "crop"  # outside the crop window the model saw nothing
+        if frame.on_device is not None:
+            out = blend(frame.on_device, seg.mask, palette[:, 0], options.alpha, keep_unseen=crop)
+        else:
+            image = frame.image
+            colours = cv2.LUT(cv2.merge([seg.mask] * 3), palette)
+            out = cv2.addWeighted(image, 1 - options.alpha, colours, options.alpha, 0)
+            if crop:
+                unseen = seg.mask == NO_CLASS
+                out[unseen] = image[unseen]
         draw_legend(out, seg.fractions, contract.classes, contract.palette)
         return out
 
@@ -64,7 +77,7 @@ def sinks(ctx) -> list:
         CsvSink(ctx.folder / "classes.csv", list(contract.classes), lambda seg: [f"{f:.5f}" for f in seg.fractions]),
     ]
     if options.save_masks:
-        out.append(MaskSink(ctx.folder / "masks", mask_of=lambda seg: seg.mask))
+        out.append(MaskSink(ctx.folder / "masks", mask_of=lambda seg: host(seg.mask)))
     return out
 
 

@@ -1,0 +1,185 @@
+"""Frames on the model's device (edge/device.py): the same results as the host path.
+
+Every test runs on the CPU (torch CPU tensors, the same code) and again on CUDA where there is
+one; CUDA cases skip without it, and fail instead when EDGE_REQUIRE_GPU=1.
+"""
+
+import csv
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from edge import device as device_module  # noqa: E402
+from edge.cli import main  # noqa: E402
+from edge.device import DevicePath, blend, for_models, host, segment  # noqa: E402
+from edge.geometry import NO_CLASS, Preprocessor, Window  # noqa: E402
+from edge.model import Contract  # noqa: E402
+from tests.makers_clips import make_clip, solid  # noqa: E402
+from tests.makers_programs import twins  # noqa: E402
+
+DEVICES = ["cpu", "cuda"]
+
+
+def on(device: str) -> DevicePath:
+    if device == "cuda" and not torch.cuda.is_available():
+        if os.environ.get("EDGE_REQUIRE_GPU") == "1":
+            pytest.fail("EDGE_REQUIRE_GPU=1 but torch has no CUDA here")
+        pytest.skip("torch has no CUDA here")
+    return DevicePath(device)
+
+
+def frames(n: int, size=(90, 120)) -> list[np.ndarray]:
+    rng = np.random.default_rng(n)
+    base = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), size[::-1], interpolation=cv2.INTER_CUBIC)
+    return [np.roll(base, 3 * i, axis=1) for i in range(n)]
+
+
+def contract(resize: str, input_format: str = "uint8_nhwc", channel_order: str = "RGB", size=(48, 64)) -> Contract:
+    return Contract(task="camvid", input_size=size, input_format=input_format, output="class_ids", resize=resize,
+                    classes=("a", "b", "c"), palette=((1, 2, 3), (4, 5, 6), (7, 8, 9)), producer="tests",
+                    channel_order=channel_order, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("resize", ["squish", "crop", "pad"])
+@pytest.mark.parametrize("input_format, channel_order", [("uint8_nhwc", "RGB"), ("float_nchw", "BGR")])
+@pytest.mark.parametrize("size", [(48, 64), (160, 200)])  # shrinking, enlarging
+def test_model_input_matches_the_host_preprocessing(device, resize, input_format, channel_order, size):
+    path, spec = on(device), contract(resize, input_format, channel_order, size)
+    images = frames(3)
+    with path.stage():
+        ours = host(path.model_input(path.upload(images), Window.fit(images[0].shape[:2], size, resize), spec))
+    theirs = Preprocessor(spec)(images)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    scale = 1 if input_format == "uint8_nhwc" else 1 / (255 * 0.225)  # one level, normalized
+    difference = np.abs(ours.astype(np.float64) - theirs)
+    assert difference.mean() <= 0.6 * scale and np.quantile(difference, 0.99) <= 3 * scale
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("resize", ["squish", "crop", "pad"])
+@pytest.mark.parametrize("logits", [False, True])
+def test_segment_maps_classes_to_the_frame_as_the_host_does(device, resize, logits):
+    path = on(device)
+    rng = np.random.default_rng(1)
+    ids = np.repeat(np.repeat(rng.integers(0, 3, (4, 12, 16)), 4, axis=1), 4, axis=2)  # blocks, few ties
+    window = Window.fit((90, 160), (48, 64), resize)  # another aspect: crop leaves some unseen
+    raw = np.eye(3, dtype=np.float32)[ids].transpose(0, 3, 1, 2) if logits else ids
+    masks, fractions = segment(torch.from_numpy(raw).to(path.device), window, 3, logits)
+    for mask, row, model_mask in zip(host(masks), fractions, ids.astype(np.uint8)):
+        expected = window.mask_to_frame(model_mask)
+        assert (mask == expected).mean() >= 0.995
+        counts = np.bincount(expected.ravel(), minlength=NO_CLASS + 1)[:3] / expected.size
+        assert np.abs(row - counts).max() <= 0.005
+    if resize == "crop":
+        assert (host(masks) == NO_CLASS).any()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("keep_unseen", [False, True])
+def test_blend_rounds_as_add_weighted(device, keep_unseen):
+    on(device)
+    image = frames(1)[0]
+    mask = np.random.default_rng(2).integers(0, 3, image.shape[:2]).astype(np.uint8)
+    mask[:10] = NO_CLASS
+    palette = np.zeros((NO_CLASS + 1, 3), np.uint8)
+    palette[:3] = [(200, 10, 10), (10, 200, 10), (10, 10, 200)]
+    ours = blend(torch.from_numpy(image).to(device), mask, palette, 0.4, keep_unseen)
+    theirs = cv2.addWeighted(image, 0.6, palette[mask], 0.4, 0)
+    if keep_unseen:
+        theirs[:10] = image[:10]
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return [[float(v) for v in row] for row in list(csv.reader(f))[1:]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("task, options", [("camvid", {}), ("camvid", {"output": "logits", "resize": "crop"}),
+                                           ("planet", {}), ("biwi", {})])
+def test_a_run_with_frames_on_the_device_gives_the_host_paths_outputs(tmp_path, device, task, options):
+    on(device)
+    clip = tmp_path / "walk.mp4"
+    pictures = []
+    for i in range(30):
+        frame = solid(96, 128, (200 if 10 <= i < 20 else 30, 40, 60 + 4 * i))
+        frame[20 + i % 40 : 40 + i % 40, 10 + 3 * i : 30 + 3 * i] = (250, 250, 250)
+        pictures.append(frame)
+    make_clip(clip, pictures, fps=25)
+    onnx_path, program = twins(tmp_path, task, **options)
+    common = [str(clip), "--quiet", "--stride", "2", "--batch", "4"] + (["--save-masks"] if task == "camvid" else [])
+    assert main(common + ["--model", onnx_path, "--out", str(tmp_path / "host")]) == 0
+    assert main(common + ["--model", program, "--backend", "torch", "--device", device,
+                          "--out", str(tmp_path / "device")]) == 0
+    table = {"camvid": "classes.csv", "planet": "scores.csv", "biwi": "track.csv"}[task]
+    ours, theirs = (np.array(rows(tmp_path / run / "walk" / task / table)) for run in ("device", "host"))
+    assert ours.shape == theirs.shape == (15, theirs.shape[1])
+    assert np.abs(ours - theirs).max() <= {"camvid": 0.01, "planet": 0.01, "biwi": 0.6}[task]
+    if task == "camvid":
+        for index in (0, 14, 28):
+            name = f"masks/{index:07d}.png"
+            ours, theirs = (cv2.imread(str(tmp_path / run / "walk" / task / name), cv2.IMREAD_UNCHANGED)
+                            for run in ("device", "host"))
+            assert (ours == theirs).mean() >= 0.99
+
+
+def test_the_device_path_is_taken_only_where_every_model_takes_tensors_on_one_device():
+    class Backend:
+        def __init__(self, device):
+            self.tensor_device = device
+
+    assert for_models([Backend("cpu"), Backend("cpu")]).device.type == "cpu"
+    assert for_models([Backend("cpu"), Backend(None)]) is None
+    assert for_models([Backend("cpu"), Backend("cuda")]) is None
+    assert for_models([object()]) is None  # a backend that never heard of it
+
+
+def test_host_and_finite_rows_take_arrays_and_tensors():
+    values = np.array([[1.0, 2.0], [np.nan, 0.0], [np.inf, 1.0]], np.float32)
+    for raw in (values, torch.from_numpy(values)):
+        assert device_module.finite_rows(raw).tolist() == [True, False, False]
+    assert device_module.finite_rows(torch.zeros(2, 3, dtype=torch.int64)) is None
+    assert host(torch.ones(2)).tolist() == [1.0, 1.0] and host([1, 2]).tolist() == [1, 2]
+
+
+def test_the_runtime_imports_without_torch():
+    code = "import sys, edge.runner, edge.device, edge.tasks.camvid; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
+
+
+def test_cuda_uploads_go_through_one_pinned_buffer():
+    path = on("cuda")
+    with path.stage():
+        first = path.upload(frames(4))
+    buffer = path._staging
+    with path.stage():
+        second = path.upload(frames(2))
+    assert path._staging is buffer and buffer.is_pinned()
+    assert first.device.type == "cuda" and (host(second) == np.stack(frames(2))).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_resumed_device_run_equals_an_uninterrupted_one(tmp_path, device, monkeypatch):
+    from tests.test_resume import contents, fail_at_checkpoint, scene
+
+    on(device)
+    clip = tmp_path / "walk.mp4"
+    make_clip(clip, scene(60), fps=25, audio=True)
+    _, program = twins(tmp_path, "camvid")
+    argv = [str(clip), "--model", program, "--backend", "torch", "--device", device, "--stride", "3",
+            "--checkpoint-every", "0.4", "--save-masks", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
+    fail_at_checkpoint(monkeypatch, 3)
+    assert main(argv + ["--out", str(tmp_path / "cut")]) == 6
+    monkeypatch.undo()
+    assert main(argv + ["--out", str(tmp_path / "cut"), "--resume"]) == 0
+    assert contents(tmp_path / "cut") == contents(tmp_path / "whole")
