@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from edge import backends, media, runner, tasks
+from edge import backends, media, runner, tasks, writer
 from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageError, last_line, user_line
 from edge.model import TASKS, Contract, file_sha256, parse
 
@@ -228,14 +228,15 @@ def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress) -> dic
     frames = stages.first_frames(args.video, args.frames, pixels)  # as the pipeline's decoder gives them
     if not frames:
         raise InputError(f"{args.video}: no frame could be decoded")
-    setup = stages.Setup(args.video, info, frames, model, tasks.Options(), args.repeat, args.warmup, work)
+    on_cpu = backends.default_device(plan.backends[0], args.device) == "cpu"
+    options = tasks.Options(encoder=writer.pick_encoder("auto", on_gpu=not on_cpu))  # as edge-run picks it
+    setup = stages.Setup(args.video, info, frames, model, options, args.repeat, args.warmup, work)
     result = {"model": s.name, "path": os.path.abspath(s.path), "sha256": s.sha256, "task": s.contract.task,
               "producer": s.contract.producer or "unknown", "input_size": list(s.contract.input_size),
               "frames": len(frames), "decode": {}, "preprocess": {}, "inference": [], "postprocess": {},
               "sinks": {}, "pipeline": [], "baselines": {},
               "pipeline_decode": "decode + RGB" if pixels == "all" else "decode + planes"}
     # Stages alone run with OpenCV's threads as runner.run sets them on the first backend's device.
-    on_cpu = backends.default_device(plan.backends[0], args.device) == "cpu"
     opencv = 1 if on_cpu else None
     result["opencv_threads"] = opencv or "default"
 

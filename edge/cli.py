@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=OPTION_DEFAULTS.preset,
                    help=f"x264 preset of overlay videos (default {OPTION_DEFAULTS.preset}: the least CPU); "
                         "slower ones make smaller files")
+    p.add_argument("--encoder", default=OPTION_DEFAULTS.encoder,
+                   help="H.264 encoder of overlay videos: auto (default: the GPU's NVENC on a CUDA run where it "
+                        "opens, else x264), libx264 or h264_nvenc")
     p.add_argument("--save-masks", action="store_true", help="camvid: also write class-id masks as PNGs")
     p.add_argument("--resume", action="store_true",
                    help="carry on an interrupted run of the same command from its last checkpoint, and skip "
@@ -117,7 +120,7 @@ def warnings(summary: dict) -> list[str]:
 def _run(args) -> list[dict]:
     task_names = [t.strip() for t in args.task.split(",") if t.strip()]
     options = tasks.Options(alpha=args.alpha, threshold=args.threshold, min_duration_s=args.min_duration,
-                            save_masks=args.save_masks, preset=args.preset)
+                            save_masks=args.save_masks, preset=args.preset, encoder=args.encoder)
     with _progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:
         return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
                    decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,

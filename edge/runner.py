@@ -99,10 +99,10 @@ def load_models(model_paths, task_names, *, backend: str = "auto", device: str |
     models = []
     for path in paths:
         loaded = backends.load(path, backend=backend, device=device, threads=threads, batch=batch,
-                               precision=precision)
-        contract = parse(loaded.metadata, source=path)
-        check_io(path, loaded, contract)
-        models.append(Model(path, contract, loaded, sha256=file_sha256(path)))
+                               precision=precision, notice=notice)
+        contract = parse(loaded.metadata, source=loaded.path)
+        check_io(loaded.path, loaded, contract)
+        models.append(Model(loaded.path, contract, loaded, sha256=file_sha256(loaded.path)))
     if model_paths and task_names:
         found = sorted({m.contract.task for m in models})
         if found != sorted(set(task_names)):
@@ -253,9 +253,12 @@ def run(
         for info in infos:
             if info.video_streams > 1:
                 notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} (--stream)")
+        encoder = writer.pick_encoder(options.encoder, on_gpu=any(m.backend.device.startswith("cuda") for m in loaded))
+        if options.encoder == "auto" and encoder != "libx264":
+            notice(f"overlay videos: {encoder} (the GPU's encoder; --encoder libx264 for x264)")
         settings = Settings(batch=batch or loaded[0].backend.default_batch, decoder=decoder, stride=stride,
                             sample_fps=sample_fps, start_s=start_s, end_s=end_s, precision=precision,
-                            checkpoint_s=checkpoint_s, options=options)
+                            checkpoint_s=checkpoint_s, options=dataclasses.replace(options, encoder=encoder))
         plans = []
         for info in infos:  # every resume checked before any work too
             folder = Path(out) / media.sequence_name(info.path)
@@ -369,6 +372,8 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             "resumed": {"after_frame": resumed.position["last_index"], "after_s": resumed.position["last_time_s"],
                         "frames_before": frames_before} if resumed else None,
             "options": s.record(),
+            # where frames met the models: "host" (numpy and OpenCV), or the torch device they went to
+            "frames_on": device_path.device.type if device_path else "host",
             "seconds": {"total": round(elapsed, 3), "cpu": round(time.process_time() - cpu, 3),
                         **{stage.name: round(stage.busy_s, 3) for stage in stages}},
             # each stage thread's own CPU; the rest of "cpu" ran in native pools (onnxruntime's

@@ -10,6 +10,7 @@ file equals, byte for byte, one written in one go with the same checkpoints.
 
 import array
 import contextlib
+import functools
 import os
 import struct
 import tempfile
@@ -27,6 +28,10 @@ X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast",
     "medium", "slow", "slower", "veryslow", "placebo",
 )
+ENCODERS = ("libx264", "h264_nvenc")
+# NVENC's presets, p1 (fastest) to p7 (best), for the x264 preset names edge takes
+NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
+                 "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7"}
 # Audio codecs the mp4 muxer takes as they are; anything else is re-encoded to AAC.
 MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
 
@@ -36,8 +41,33 @@ _GLOBAL_HEADER = 1 << 22  # AV_CODEC_FLAG_GLOBAL_HEADER: parameter sets in the s
 _PACKET = struct.Struct("<qqBI")  # a logged packet: pts, duration, keyframe, size; then its bytes
 
 
+def pick_encoder(requested: str, *, on_gpu: bool) -> str:
+    """`auto`: the GPU's own H.264 encoder (NVENC) when the run is on a GPU that has one, which
+    frees the CPU of the encode; else x264."""
+    check_choice("encoder", requested, ("auto", *ENCODERS))
+    if requested == "h264_nvenc" and not nvenc_opens():
+        raise UsageError("--encoder h264_nvenc: NVENC does not open here (this FFmpeg lacks it, or there is no "
+                         "NVIDIA GPU and driver); use --encoder libx264 or auto")
+    if requested != "auto":
+        return requested
+    return "h264_nvenc" if on_gpu and nvenc_opens() else "libx264"
+
+
+@functools.cache
+def nvenc_opens() -> bool:
+    """Whether this FFmpeg has NVENC and a GPU and driver it can open an encoder on."""
+    try:
+        ctx = av.CodecContext.create("h264_nvenc", "w")
+        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 256, 256, "yuv420p", Fraction(1, 25)
+        ctx.open()
+    except Exception:  # no such encoder in this build, no GPU, an old driver: all mean x264
+        return False
+    return True
+
+
 class VideoWriter:
-    """Encodes RGB frames to H.264 in an mp4 at `path`, with the audio of `audio_from`.
+    """Encodes RGB frames to H.264 (x264, or NVENC on a GPU) in an mp4 at `path`, with the
+    audio of `audio_from`.
 
     Use it as a context manager: `path` is written only when the `with` block ends without an
     exception, through a temporary file that replaces it, so a half-written file never carries
@@ -62,6 +92,7 @@ class VideoWriter:
         end_s: float | None = None,
         crf: int = 20,
         preset: str = "ultrafast",
+        encoder: str = "libx264",
         resume: dict | None = None,
     ):
         for name, value in (("width", width), ("height", height)):
@@ -76,6 +107,7 @@ class VideoWriter:
         if not isinstance(crf, int) or not 0 <= crf <= 51:
             raise UsageError(f"crf must be an integer from 0 to 51, got {crf!r}")
         check_choice("preset", preset, X264_PRESETS)
+        check_choice("encoder", encoder, ENCODERS)
 
         self.path = os.fspath(path)
         self._shape = (height, width, 3)
@@ -86,7 +118,9 @@ class VideoWriter:
         self._size = (width + width % 2, height + height % 2)
         self._time_base = Fraction(time_base)
         self._start_s, self._end_s = start_s, end_s
-        self._options = {"crf": str(crf), "preset": preset}
+        self._encoder_name = encoder
+        self._options = ({"crf": str(crf), "preset": preset} if encoder == "libx264"
+                         else {"preset": NVENC_PRESETS[preset], "rc": "vbr", "cq": str(crf)})
         self._audio_from = os.fspath(audio_from) if audio_from is not None and _has_audio(audio_from) else None
         self._encoder = None  # opened by the first frame after the start or a checkpoint
         self._resumable = resume is not None
@@ -129,7 +163,7 @@ class VideoWriter:
         frame.pts = pts
         frame.time_base = self._time_base
         if self._encoder is None:
-            self._encoder = self._configure(av.CodecContext.create("libx264", "w"))
+            self._encoder = self._configure(av.CodecContext.create(self._encoder_name, "w"))
             self._encoder.flags |= _GLOBAL_HEADER
         self._log_packets(self._encoder.encode(frame))
 
@@ -177,7 +211,7 @@ class VideoWriter:
         out = audio = None
         try:
             out = av.open(partial, "w", format="mp4")
-            video = out.add_stream("libx264")  # never encodes: its codec gives mp4 the same parameter sets
+            video = out.add_stream(self._encoder_name)  # never encodes: it gives mp4 the same parameter sets
             self._configure(video.codec_context)
             video.time_base = self._time_base
             if self._audio_from is not None:

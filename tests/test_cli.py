@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edge.cli import main
+from edge.device import torch_has_cuda
 from tests import makers_models
 from tests.makers_clips import make_clip, make_tone, solid, square
 
@@ -159,9 +160,14 @@ def test_no_model_given_is_a_usage_error(tmp_path, capsys, clip):
     assert code == 2 and "give --model" in only_line(err)
 
 
-def test_cuda_without_cuda_is_one_line(tmp_path, capsys, clip, models):
-    code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--device", "cuda")
-    assert code == 2 and "no CUDA or TensorRT provider" in only_line(err)
+@pytest.mark.skipif(torch_has_cuda(), reason="this machine has CUDA")
+@pytest.mark.parametrize("backend", ["auto", "onnxruntime"])
+def test_cuda_without_cuda_is_one_line(tmp_path, capsys, clip, models, backend):
+    code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--device", "cuda",
+                            "--backend", backend)
+    line = only_line(err)
+    assert code == 2 and "use --device cpu" in line
+    assert ("nothing here runs the model on the GPU" if backend == "auto" else "no CUDA or TensorRT provider") in line
 
 
 def test_unwritable_output_exits_5(tmp_path, capsys, clip, models):

@@ -183,3 +183,15 @@ def test_a_resumed_device_run_equals_an_uninterrupted_one(tmp_path, device, monk
     monkeypatch.undo()
     assert main(argv + ["--out", str(tmp_path / "cut"), "--resume"]) == 0
     assert contents(tmp_path / "cut") == contents(tmp_path / "whole")
+
+
+def test_run_json_says_where_frames_met_the_models(tmp_path):
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, [solid(48, 64, (10 * i, 0, 0)) for i in range(6)], fps=25)
+    onnx_path, program = twins(tmp_path, "planet")
+    from edge.runner import run
+
+    (on_host,) = run([str(clip)], models=[onnx_path], out=str(tmp_path / "a"))
+    (on_device,) = run([str(clip)], models=[program], out=str(tmp_path / "b"))
+    assert (on_host["frames_on"], on_device["frames_on"]) == ("host", "cpu")
+    assert on_host["options"]["encoder"] == "libx264"

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edge import engine_cache, tensorrt_engine
+from edge import backends, engine_cache, tensorrt_engine
 from edge.backends.ort import OrtBackend
 from edge.backends.tensorrt import TensorrtBackend
 from edge.engine_cache import cache_key, check_engine, get_or_build, profile_for, read_sidecar, sidecar, write_engine
@@ -558,3 +558,34 @@ def test_gpu_planet_fp32_and_float_input_engines_agree_with_onnxruntime(gpu, mod
     backend = TensorrtBackend(camvid, batch=3)
     assert backend.input_type == "tensor(float)"
     assert backend.run(floats).shape == OrtBackend(camvid).run(floats).shape
+
+
+# --- --backend auto on the GPU ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("facts, expected", [
+    (dict(tensorrt=True, onnxruntime_gpu=True, torch_cuda=True, program="m.pt2"), ("tensorrt", "m.onnx")),
+    (dict(tensorrt=False, onnxruntime_gpu=True, torch_cuda=True, program="m.pt2"), ("onnxruntime", "m.onnx")),
+    (dict(tensorrt=False, onnxruntime_gpu=False, torch_cuda=True, program="m.pt2"), ("torch", "m.pt2")),
+])
+def test_auto_picks_the_fastest_backend_the_gpu_machine_has(facts, expected):
+    assert backends.fastest("m.onnx", **facts) == expected
+
+
+@pytest.mark.parametrize("facts, missing", [
+    (dict(torch_cuda=True, program=None), "no torch program m.pt2"),
+    (dict(torch_cuda=False, program="m.pt2"), "torch has no CUDA"),
+])
+def test_auto_with_nothing_for_the_gpu_says_what_is_missing(facts, missing):
+    with pytest.raises(UsageError, match="nothing here runs the model on the GPU") as caught:
+        backends.fastest("m.onnx", tensorrt=False, onnxruntime_gpu=False, **facts)
+    assert missing in str(caught.value) and "--device cpu" in str(caught.value)
+
+
+def test_auto_on_cuda_takes_tensorrt_when_it_imports(tmp_path, trt):
+    model = makers_models.planet(tmp_path / "planet.onnx")
+    notices = []
+    assert backends.resolve(model, "auto", "cuda", notices.append) == ("tensorrt", model)
+    assert "tensorrt" in notices[0] and "engine cache" in notices[0]
+    assert backends.resolve(model, "auto", "cpu", notices.append) == ("onnxruntime", model)
+    assert backends.resolve(model, "auto", None, notices.append) == ("onnxruntime", model) and len(notices) == 1

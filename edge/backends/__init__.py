@@ -2,7 +2,8 @@
 
 onnxruntime runs `.onnx` files (CPU, or its CUDA/TensorRT providers); torch runs `.pt2`
 programs made by `edge-export --torch-program`; tensorrt runs `.engine` files, or builds one
-from an `.onnx` into the engine cache. `auto` picks by the file's extension.
+from an `.onnx` into the engine cache. `auto` picks by the file's extension and, for an .onnx
+on the GPU, the fastest backend the machine has.
 """
 
 import os
@@ -20,6 +21,7 @@ BY_EXTENSION = {".pt2": "torch", ".engine": "tensorrt"}
 
 class Backend(Protocol):
     name: str  # e.g. "onnxruntime"
+    path: str  # the model file it runs
     device: str  # what actually runs it, e.g. "cpu" or "cuda (CUDAExecutionProvider)"
     metadata: dict[str, str]  # the model's contract keys
     default_batch: int
@@ -45,12 +47,63 @@ def check_file(path: str, kind: str) -> None:
         raise ModelError(f"{path}: model file is empty (0 bytes); export it again")
 
 
-def resolve(path: str, backend: str) -> str:
+def resolve(path: str, backend: str, device: str | None = None, notice=lambda message: None) -> tuple[str, str]:
+    """The backend to run `path` with, and the file it runs: `auto` goes by the file's kind,
+    and for an .onnx on `--device cuda` picks the fastest this machine has (see `fastest`)."""
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if backend != "auto":
-        return backend
-    return BY_EXTENSION.get(os.path.splitext(path)[1].lower(), "onnxruntime")
+        return backend, path
+    by_kind = BY_EXTENSION.get(os.path.splitext(path)[1].lower(), "onnxruntime")
+    if device != "cuda" or by_kind != "onnxruntime":
+        return by_kind, path
+    program = os.path.splitext(path)[0] + ".pt2"
+    name, chosen = fastest(path, tensorrt=_tensorrt_works(), onnxruntime_gpu=_onnxruntime_gpu(),
+                           torch_cuda=_torch_cuda(), program=program if os.path.isfile(program) else None)
+    notice(f"--backend auto on cuda: {name} for {chosen}" + {
+        "tensorrt": " (an fp16 engine, built once into the engine cache)",
+        "onnxruntime": " (TensorRT is not installed; onnxruntime's GPU provider)",
+        "torch": " (neither TensorRT nor a GPU onnxruntime here; the torch program beside it, in fp16)"}[name])
+    return name, chosen
+
+
+def fastest(path: str, *, tensorrt: bool, onnxruntime_gpu: bool, torch_cuda: bool,
+            program: str | None) -> tuple[str, str]:
+    """For an .onnx on the GPU: a TensorRT engine (fastest, fp16), else onnxruntime's CUDA or
+    TensorRT provider, else the torch program beside the .onnx (same name, .pt2) in fp16."""
+    if tensorrt:
+        return "tensorrt", path
+    if onnxruntime_gpu:
+        return "onnxruntime", path
+    if torch_cuda and program is not None:
+        return "torch", program
+    raise UsageError(
+        "--device cuda: nothing here runs the model on the GPU: TensorRT is not installed, onnxruntime has no CUDA "
+        "provider" + ("" if program else f", and there is no torch program {os.path.splitext(path)[0]}.pt2")
+        + ("" if torch_cuda else ", and torch has no CUDA") + "; install one of them, or use --device cpu")
+
+
+def _tensorrt_works() -> bool:
+    from ..tensorrt_engine import import_tensorrt
+
+    try:
+        import_tensorrt()
+    except UsageError:
+        return False
+    return True
+
+
+def _onnxruntime_gpu() -> bool:
+    import onnxruntime
+
+    return any(p in onnxruntime.get_available_providers() for p in ("TensorrtExecutionProvider",
+                                                                    "CUDAExecutionProvider"))
+
+
+def _torch_cuda() -> bool:
+    from ..device import torch_has_cuda
+
+    return torch_has_cuda()
 
 
 def default_device(backend: str, device: str | None) -> str:
@@ -59,10 +112,10 @@ def default_device(backend: str, device: str | None) -> str:
 
 
 def load(path: str, *, backend: str = "auto", device: str | None = None, threads: int | None = None,
-         batch: int | None = None, precision: str | None = None) -> Backend:
+         batch: int | None = None, precision: str | None = None, notice=lambda message: None) -> Backend:
     """`device` None means the backend's own: cuda for TensorRT, cpu for the others; `precision`
     None means the fastest the backend offers there: fp16 on the GPU, fp32 on the CPU."""
-    name = resolve(path, backend)
+    name, path = resolve(path, backend, device, notice)
     device = default_device(name, device)
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")

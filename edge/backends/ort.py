@@ -30,6 +30,7 @@ class OrtBackend:
         import onnxruntime as ort
 
         check_file(path, "an ONNX model file")
+        self.path = path  # the file it runs
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads or default_threads()

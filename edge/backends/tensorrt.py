@@ -26,6 +26,7 @@ class TensorrtBackend:
         except ValueError as err:
             raise UsageError(f"--backend tensorrt: {err}") from None
         check_file(path, "an ONNX model or TensorRT engine file")
+        self.path = path  # the file it runs
         if str(path).lower().endswith(".onnx"):
             self.engine_path = str(engine_cache.get_or_build(
                 path, precision=precision, batch=batch, max_batch=max_batch, workspace_mb=workspace_mb,

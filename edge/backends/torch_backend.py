@@ -31,6 +31,7 @@ class TorchBackend:
             raise UsageError("--device cuda: torch has no CUDA here; install a CUDA build of torch "
                              "on a CUDA machine, or use --device cpu")
         check_file(path, "a torch program file")
+        self.path = path  # the file it runs
         extra = {CONTRACT_FILE: ""}
         try:
             program = torch.export.load(path, extra_files=extra)

@@ -32,6 +32,7 @@ class Options:
     # ultrafast: on a 2-core box the overlay's H.264 encode otherwise costs as much CPU as a
     # small model (4.6 ms a 768x576 frame at veryfast, 2.2 at ultrafast); files are ~2.5x larger
     preset: str = "ultrafast"
+    encoder: str = "auto"  # of overlay videos: libx264, h264_nvenc, or auto (writer.pick_encoder)
 
 
 @dataclass(frozen=True)
