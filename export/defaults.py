@@ -4,7 +4,8 @@
 
 For each task: write the project's synthetic dataset (fixed seed), train the lesson's recipe
 with the small `xresnet_tiny` body from scratch (no pretrained weights: nothing is downloaded),
-export to ONNX through the parity gate, and copy the result to edge/models/TASK.onnx. The
+export to ONNX and a torch program through the parity gate, and copy them to
+edge/models/TASK.onnx and TASK.pt2. The
 defaults show the pipeline working end to end; they know only the synthetic scenes. Train real
 ones with `edge-train TASK --data DIR` on the real datasets (see README).
 """
@@ -33,12 +34,16 @@ def make(task: str, work: Path) -> Path:
     data = getattr(datasets, f"make_{task}")(work / "data" / task, seed=SEED, **recipe.pop("data"))
     report = train.train(task, data, out=work / "learners", arch="xresnet_tiny", pretrained=False, seed=SEED,
                          **recipe)
-    onnx_path = work / f"{task}.onnx"
-    code = exporter.main([report["learner"], "--onnx", str(onnx_path), "--data", str(data)])
+    onnx_path, program = work / f"{task}.onnx", work / f"{task}.pt2"
+    code = exporter.main([report["learner"], "--onnx", str(onnx_path), "--torch-program", str(program),
+                          "--data", str(data)])
     if code != 0:
         raise SystemExit(f"export of {task} failed its parity gate (exit {code})")
     MODELS.mkdir(exist_ok=True)
     shutil.copyfile(onnx_path, MODELS / f"{task}.onnx")
+    # beside it, so `--backend auto --device cuda` has torch to fall back on where there is
+    # neither TensorRT nor a GPU onnxruntime
+    shutil.copyfile(program, MODELS / f"{task}.pt2")
     return MODELS / f"{task}.onnx"
 
 

@@ -195,3 +195,37 @@ def test_run_json_says_where_frames_met_the_models(tmp_path):
     (on_device,) = run([str(clip)], models=[program], out=str(tmp_path / "b"))
     assert (on_host["frames_on"], on_device["frames_on"]) == ("host", "cpu")
     assert on_host["options"]["encoder"] == "libx264"
+
+
+@pytest.mark.parametrize("task", ["camvid", "planet", "biwi"])
+def test_agreement_compares_what_users_get_from_two_runs(tmp_path, task):
+    from bench.agreement import compare, met
+
+    clip = tmp_path / "walk.mp4"
+    make_clip(clip, [solid(96, 128, (200 if i > 8 else 30, 40, 8 * i)) for i in range(16)], fps=25)
+    onnx_path, program = twins(tmp_path, task)
+    for name, model in (("a", onnx_path), ("b", program)):
+        assert main([str(clip), "--model", model, "--save-masks", "--quiet", "--out", str(tmp_path / name)]) == 0
+    figures = compare(task, tmp_path / "a" / "walk" / task, tmp_path / "b" / "walk" / task)
+    assert figures["frames"] == 16 and met(task, figures), figures
+    broken = {"camvid": {"pixels_equal": 0.9}, "planet": {"frames_same_tags": 0.5}, "biwi": {"max_px": 3.0}}[task]
+    assert not met(task, {**figures, **broken})
+
+
+@pytest.mark.parametrize("task", ["camvid", "planet", "biwi"])
+def test_the_shipped_torch_programs_are_their_onnx_twins(task):
+    from edge.backends.ort import OrtBackend
+    from edge.backends.torch_backend import TorchBackend
+    from edge.model import parse
+    from edge.runner import default_model
+
+    onnx_path = default_model(task)
+    onnx, program = OrtBackend(onnx_path), TorchBackend(onnx_path.removesuffix(".onnx") + ".pt2")
+    assert parse(program.metadata) == parse(onnx.metadata)
+    h, w = parse(onnx.metadata).input_size
+    pixels = np.random.default_rng(0).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+    ours, theirs = program.run(pixels), onnx.run(pixels)
+    if task == "camvid":
+        assert (ours == theirs).mean() >= 0.999
+    else:
+        assert np.abs(ours - theirs).max() <= 1e-4
