@@ -13,6 +13,7 @@
 #   bench/            edge-bench on the three default models through torch on cuda, fp16 and fp32,
 #                     batches 1 to 16, with the pipeline against inference alone (report.md)
 #   agreement.md      fp16 against fp32 over the clip: camvid pixels, planet tags, biwi points
+#   upload.md         camvid's whole pipeline with frames sent to the GPU as I420 planes and as RGB
 # and exits non-zero if a test failed or fp16 and fp32 disagree beyond the goals.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +70,24 @@ models=(--model edge/models/camvid.onnx --model edge/models/planet.onnx --model 
 python3 -m bench.cli "$clip" "${models[@]}" --backends torch --device cuda --precision fp16,fp32 \
   --batch 1,2,4,8,16 --frames 300 --repeat 2 --warmup 1 --out "$out/bench" || status=1
 python3 -m bench.agreement "$clip" "${models[@]}" --device cuda --out "$out" || status=1
+# frames to the GPU as I420 planes (half the bytes, converted there) or as RGB: which is cheaper end to end
+for upload in planes rgb; do
+  python3 -m edge.cli "$clip" --model edge/models/camvid.onnx --device cuda --upload $upload --json \
+    --out /tmp/edge-upload-$upload > "$out/upload-$upload.json" || status=1
+done
+python3 - "$out" << 'EOF' || status=1
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+lines = ["# camvid through the whole pipeline on cuda, by how frames go to the GPU", "",
+         "| upload | frames/s | total s | CPU s | decode busy s |", "|---|---|---|---|---|"]
+for upload in ("planes", "rgb"):
+    (s,) = json.loads((out / f"upload-{upload}.json").read_text())
+    lines.append(f"| {upload} | {s['frames_per_s']} | {s['seconds']['total']} | {s['seconds']['cpu']} | "
+                 f"{s['seconds']['decode']} |")
+(out / "upload.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
 rm -rf "$out/agreement"  # the outputs compared; agreement.md and .json keep the figures
 
 echo "gpu_check: ${SECONDS} s, exit ${status}" | tee -a "$out/environment.txt"

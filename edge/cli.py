@@ -8,7 +8,7 @@ import traceback
 from . import __version__, tasks
 from .errors import EdgeError, user_line
 from .model import TASKS
-from .runner import CHECKPOINT_S, run
+from .runner import CHECKPOINT_S, UPLOADS, run
 
 
 OPTION_DEFAULTS = tasks.Options()
@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
                         "torch or tensorrt (builds an fp16 engine from an .onnx once, into a cache)")
     p.add_argument("--device", help="cpu or cuda (default: cuda for --backend tensorrt, else cpu)")
     p.add_argument("--precision", help="fp16 or fp32 (default: fp16 for tensorrt and torch on cuda, else fp32)")
+    p.add_argument("--upload", default="auto", choices=UPLOADS,
+                   help="how frames go to the model's device: planes (I420, half the bytes, converted there) or "
+                        "rgb (default auto: planes to a GPU, rgb to CPU tensors)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: fit to this machine)")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--stride", type=int, default=1, metavar="N", help="process every Nth frame")
@@ -126,7 +129,8 @@ def _run(args) -> list[dict]:
                    decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,
                    start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
                    precision=args.precision, options=options, resume=args.resume, checkpoint_s=args.checkpoint_every,
-                   progress=progress, notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
+                   upload=args.upload, progress=progress,
+                   notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 
 class _progress:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .geometry import NO_CLASS, Window, resample_weights
+from .geometry import YUV_OFFSET, YUV_TO_RGB, NO_CLASS, Window, resample_weights
 
 
 def torch_has_cuda() -> bool:
@@ -84,8 +84,8 @@ class DevicePath:
         stream.synchronize()
 
     def upload(self, images: list[np.ndarray]):
-        """Same-sized HxWx3 uint8 frames as one N,H,W,3 uint8 tensor on the device. Call it in
-        a `stage()` block: the staging buffer is reused once the block has waited for the copy."""
+        """Same-shaped uint8 arrays (RGB frames, or I420 planes) as one tensor on the device. Call
+        it in a `stage()` block: the staging buffer is reused once the block has waited for the copy."""
         torch = self.torch
         if not self.cuda:
             return torch.from_numpy(np.stack(images))
@@ -96,6 +96,20 @@ class DevicePath:
         staging = self._staging[:count].view(shape)
         np.stack(images, out=staging.numpy())
         return staging.to(self.device, non_blocking=True)
+
+    def rgb(self, planes):
+        """N frames' I420 planes (N, H*3/2, W uint8, as the decoder gives them) as N,H,W,3 uint8
+        RGB, with the BT.601 limited-range matrix of cv2's conversion, each chroma sample
+        covering its 2x2 block."""
+        torch = self.torch
+        n, rows, w = planes.shape
+        h = rows * 2 // 3
+        chroma = planes[:, h:].reshape(n, 2, h // 2, w // 2).float()
+        chroma = chroma.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        yuv = torch.stack([planes[:, :h].float(), chroma[:, 0], chroma[:, 1]], dim=-1)
+        offset = torch.tensor(YUV_OFFSET, device=planes.device)
+        matrix = torch.tensor(YUV_TO_RGB, device=planes.device)
+        return ((yuv - offset) @ matrix.T).round_().clamp_(0, 255).to(torch.uint8)
 
     def model_input(self, frames, window: Window, contract):
         """The model's input batch from N,H,W,3 uint8 frames: the window resized to the model's

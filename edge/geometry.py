@@ -15,8 +15,8 @@ from .model import Contract
 
 NO_CLASS = 255  # mask value for frame pixels the model never saw (outside a crop window)
 # BT.601 limited range, YUV → RGB, as cv2's COLOR_YUV2RGB_I420 computes it
-_YUV_OFFSET = np.array([16, 128, 128], np.float32)
-_YUV_TO_RGB = np.array([[1.164, 0.0, 1.596], [1.164, -0.391, -0.813], [1.164, 2.018, 0.0]], np.float32)
+YUV_OFFSET = np.array([16, 128, 128], np.float32)
+YUV_TO_RGB = np.array([[1.164, 0.0, 1.596], [1.164, -0.391, -0.813], [1.164, 2.018, 0.0]], np.float32)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Window:
         yuv = np.empty((mh, mw, 3), np.float32)
         for n, region in enumerate(regions):
             yuv[..., n] = cv2.resize(region, (mw, mh), interpolation=_interpolation(region.shape, (mh, mw)))
-        rgb = cv2.transform(yuv - _YUV_OFFSET, _YUV_TO_RGB)
+        rgb = cv2.transform(yuv - YUV_OFFSET, YUV_TO_RGB)
         np.clip(np.rint(rgb), 0, 255, out=rgb)
         out[...] = rgb
 

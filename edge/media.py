@@ -25,7 +25,7 @@ from edge.errors import InputError, UsageError
 from edge.frames import Frame
 
 DECODERS = ("pyav", "opencv")
-PIXELS = ("all", "selected", "planes")
+PIXELS = ("all", "selected", "planes", "all_planes")
 TEXT_FORMATS = ("tty",)
 TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")
 MAX_CORRUPT_TIMES = 1000
@@ -167,7 +167,8 @@ def read_frames(
     second of stream time) marks which are `selected`. With pixels="selected" the others
     come with image=None, which skips their colour conversion, the costly part; with
     pixels="planes" the selected ones also skip it where they can, coming as I420 planes
-    (Frame.planes; PyAV decoder, plain BT.601 yuv420p, no rotation). Frames up to index
+    (Frame.planes; PyAV decoder, plain BT.601 yuv420p, no rotation), and with "all_planes"
+    every frame does. Frames up to index
     `resume_after` are decoded but not yielded nor converted: selection, times and `stats`
     then go on exactly as in a whole read, which a resumed run needs. Options are checked
     here; the file is opened on the first `next()`.
@@ -264,7 +265,7 @@ def _image_frames(path, images, start_s, end_s, select, pixels, stats, resume_af
         selected = select(pts_s)
         if index <= resume_after:
             continue
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if selected or pixels == "all" else None
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if selected or pixels in ("all", "all_planes") else None
         yield Frame(index, pts_s, image, selected)
 
 
@@ -322,11 +323,12 @@ def _pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_afte
             if frame_index <= resume_after:
                 continue
             turns = _quarter_turns(frame.rotation)
-            if pixels == "planes" and selected and sar is None and _plain_i420(frame) and not turns:
+            wanted = selected or pixels in ("all", "all_planes")
+            if pixels in ("planes", "all_planes") and wanted and sar is None and _plain_i420(frame) and not turns:
                 yield Frame(frame_index, pts_s, None, selected, planes=frame.to_ndarray())
                 continue
             image = None
-            if selected or pixels == "all":
+            if wanted:
                 image = _rgb(frame)
                 if sar is not None:
                     image = _resized(image, _displayed(frame.width, frame.height, sar, turns))
@@ -458,7 +460,7 @@ def _opencv_frames(path, start_s, end_s, select, pixels, stats, resume_after) ->
                 return
             selected = select(pts_s)
             image = None
-            if selected or pixels == "all":
+            if selected or pixels in ("all", "all_planes"):
                 # OpenCV converts as it retrieves, and only then tells a damaged frame: a frame
                 # before the resume point is retrieved too, so the counts go on as in a whole read
                 ok, bgr = capture.retrieve()

@@ -106,7 +106,8 @@ def rows(path):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("task, options", [("camvid", {}), ("camvid", {"output": "logits", "resize": "crop"}),
                                            ("planet", {}), ("biwi", {})])
-def test_a_run_with_frames_on_the_device_gives_the_host_paths_outputs(tmp_path, device, task, options):
+@pytest.mark.parametrize("upload", ["planes", "rgb"])
+def test_a_run_with_frames_on_the_device_gives_the_host_paths_outputs(tmp_path, device, task, options, upload):
     on(device)
     clip = tmp_path / "walk.mp4"
     pictures = []
@@ -118,7 +119,7 @@ def test_a_run_with_frames_on_the_device_gives_the_host_paths_outputs(tmp_path, 
     onnx_path, program = twins(tmp_path, task, **options)
     common = [str(clip), "--quiet", "--stride", "2", "--batch", "4"] + (["--save-masks"] if task == "camvid" else [])
     assert main(common + ["--model", onnx_path, "--out", str(tmp_path / "host")]) == 0
-    assert main(common + ["--model", program, "--backend", "torch", "--device", device,
+    assert main(common + ["--model", program, "--backend", "torch", "--device", device, "--upload", upload,
                           "--out", str(tmp_path / "device")]) == 0
     table = {"camvid": "classes.csv", "planet": "scores.csv", "biwi": "track.csv"}[task]
     ours, theirs = (np.array(rows(tmp_path / run / "walk" / task / table)) for run in ("device", "host"))
@@ -154,6 +155,16 @@ def test_host_and_finite_rows_take_arrays_and_tensors():
 def test_the_runtime_imports_without_torch():
     code = "import sys, edge.runner, edge.device, edge.tasks.camvid; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_planes_become_rgb_on_the_device_as_cv2_converts_them(device):
+    path = on(device)
+    planes = [cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420) for frame in frames(3)]
+    with path.stage():
+        ours = host(path.rgb(path.upload(planes)))
+    theirs = np.stack([cv2.cvtColor(p, cv2.COLOR_YUV2RGB_I420) for p in planes])
+    assert ours.shape == theirs.shape and np.abs(ours.astype(int) - theirs).max() <= 1
 
 
 def test_cuda_uploads_go_through_one_pinned_buffer():
@@ -229,3 +240,14 @@ def test_the_shipped_torch_programs_are_their_onnx_twins(task):
         assert (ours == theirs).mean() >= 0.999
     else:
         assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_what_the_decoder_gives_follows_where_frames_go():
+    from edge.runner import pixels_for
+
+    assert (pixels_for(["camvid"]), pixels_for(["planet"]), pixels_for(["biwi", "planet"])) == ("all", "planes", "all")
+    assert pixels_for(["camvid", "planet"], on_device=True, upload="planes") == "all_planes"
+    assert pixels_for(["camvid"], on_device=True, upload="rgb") == "all"
+    assert pixels_for(["planet"], on_device=True, upload="planes") == "planes"
+    assert pixels_for(["planet"], on_device=True, upload="rgb") == "selected"
+    assert pixels_for(["camvid", "biwi"], on_device=True, upload="planes") == "all"  # biwi draws on the host
