@@ -138,12 +138,6 @@ class DevicePath:
         rows, columns = (self.torch.from_numpy(w).to(x.device) for w in resample_weights(x.shape[2:], size))
         return rows @ x @ columns.T
 
-    def run(self, backend, batch):
-        """A model on a batch on the device; a backend that only takes host arrays (onnxruntime
-        on CUDA) gets the batch copied over and back."""
-        if hasattr(backend, "run_tensor"):
-            return backend.run_tensor(batch)
-        return self.torch.from_numpy(backend.run(host(batch))).to(self.device)
 
 def segment(raw, window: Window, classes: int, logits: bool):
     """Class maps at frame size (N,H,W uint8 on the device, NO_CLASS where the model saw

@@ -599,7 +599,7 @@ def infer(batches, models: list[Model], device_path: DevicePath | None = None):
                     batch.outputs[model.folder_name] = model.backend.run(pixels)
                     continue
                 with device_path.stage():
-                    batch.outputs[model.folder_name] = device_path.run(model.backend, pixels)
+                    batch.outputs[model.folder_name] = model.backend.run_tensor(pixels)
         yield batch
 
 

@@ -251,3 +251,17 @@ def test_what_the_decoder_gives_follows_where_frames_go():
     assert pixels_for(["planet"], on_device=True, upload="planes") == "planes"
     assert pixels_for(["planet"], on_device=True, upload="rgb") == "selected"
     assert pixels_for(["camvid", "biwi"], on_device=True, upload="planes") == "all"  # biwi draws on the host
+
+
+@pytest.mark.parametrize("task, options", [("camvid", {}), ("camvid", {"output": "logits"}), ("planet", {"batch": 2}),
+                                           ("biwi", {})])
+def test_onnxruntime_runs_tensors_in_place_as_it_runs_arrays(tmp_path, task, options):
+    from edge.backends.ort import OrtBackend
+    from tests import makers_models
+
+    backend = OrtBackend(getattr(makers_models, task)(tmp_path / "m.onnx", **options))
+    h, w = backend.input_shape[1:3]
+    pixels = np.random.default_rng(0).integers(0, 256, (3, h, w, 3), dtype=np.uint8)  # 3: a fixed batch of 2 pads
+    ours = backend.run_tensor(torch.from_numpy(pixels))
+    assert isinstance(ours, torch.Tensor) and (host(ours) == backend.run(pixels)).all()
+    assert backend.tensor_device is None  # on the CPU, frames stay on the host, where it is faster

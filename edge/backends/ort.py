@@ -9,6 +9,10 @@ from ..errors import ModelError, UsageError, last_line
 from . import check_file
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+# output types a graph can write into a torch tensor in place, by their torch (and numpy) name
+_TORCH_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+                "tensor(int32)": "int32", "tensor(uint8)": "uint8"}
+_NUMPY_TYPES = {"torch.uint8": np.uint8, "torch.float32": np.float32}  # the inputs edge feeds
 
 
 def usable_cores() -> int:
@@ -52,8 +56,12 @@ class OrtBackend:
             raise ModelError(f"{path}: not a valid ONNX model ({last_line(err)}); export it again") from err
         used = self.session.get_providers()[0]
         self.device = "cpu" if used == "CPUExecutionProvider" else f"cuda ({used})"
-        # frames can meet the model on the GPU only through a CUDA torch (edge/device.py)
-        self.tensor_device = "cuda" if used != "CPUExecutionProvider" and torch_has_cuda() else None
+        output = self.session.get_outputs()[0]
+        self._output = (output.name, output.type, output.shape[1:])
+        # Frames meet the model on the GPU through a CUDA torch (edge/device.py), bound in place,
+        # which needs the output's size known ahead but for the batch.
+        in_place = all(isinstance(d, int) for d in output.shape[1:]) and output.type in _TORCH_TYPES
+        self.tensor_device = "cuda" if used != "CPUExecutionProvider" and in_place and torch_has_cuda() else None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
@@ -65,12 +73,38 @@ class OrtBackend:
         self.default_batch = self.fixed_batch or (8 if device == "cuda" else 4)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._chunked(batch, lambda chunk: self.session.run(None, {self.input_name: chunk})[0], np)
+
+    def run_tensor(self, batch):
+        """As `run`, for a batch in torch tensors (on CUDA with a GPU provider), bound in place:
+        the output is allocated beside the input and the graph reads and writes them there."""
+        import torch
+
+        return self._chunked(batch.contiguous(), self._bound, torch)
+
+    def _chunked(self, batch, run, xp):
         step = self.fixed_batch or len(batch)
         parts = []
         for start in range(0, len(batch), step):
             chunk = batch[start : start + step]
-            if len(chunk) < step:  # pad the last partial chunk of a fixed-batch graph
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
-            parts.append(self.session.run(None, {self.input_name: chunk})[0])
-        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if len(chunk) < step:  # pad the last partial chunk of a fixed-batch graph with its last item
+                chunk = chunk[list(range(len(chunk))) + [len(chunk) - 1] * (step - len(chunk))]
+            parts.append(run(chunk))
+        out = parts[0] if len(parts) == 1 else xp.concatenate(parts)
         return out[: len(batch)]
+
+    def _bound(self, pixels):
+        import torch
+
+        name, kind, shape = self._output
+        out = torch.empty((len(pixels), *shape), dtype=getattr(torch, _TORCH_TYPES[kind]), device=pixels.device)
+        where = (pixels.device.type, pixels.device.index or 0)
+        binding = self.session.io_binding()
+        binding.bind_input(self.input_name, *where, _NUMPY_TYPES[str(pixels.dtype)], list(pixels.shape),
+                           pixels.data_ptr())
+        binding.bind_output(name, *where, np.dtype(_TORCH_TYPES[kind]), list(out.shape), out.data_ptr())
+        for other in self.session.get_outputs()[1:]:  # a graph's further outputs: let it place them
+            binding.bind_output(other.name, where[0], where[1])
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return out
