@@ -229,7 +229,7 @@ def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress) -> dic
     if not frames:
         raise InputError(f"{args.video}: no frame could be decoded")
     on_cpu = backends.default_device(plan.backends[0], args.device) == "cpu"
-    options = tasks.Options(encoder=writer.pick_encoder("auto", on_gpu=not on_cpu))  # as edge-run picks it
+    options = tasks.Options(encoder=writer.pick_encoder("auto", on_gpu=not on_cpu, size=(info.width, info.height)))
     setup = stages.Setup(args.video, info, frames, model, options, args.repeat, args.warmup, work)
     result = {"model": s.name, "path": os.path.abspath(s.path), "sha256": s.sha256, "task": s.contract.task,
               "producer": s.contract.producer or "unknown", "input_size": list(s.contract.input_size),

@@ -35,7 +35,7 @@ import av, onnxruntime, torch
 from edge.writer import nvenc_opens
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())
 print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())
-print('PyAV', av.__version__, 'NVENC opens:', nvenc_opens())
+print('PyAV', av.__version__, 'NVENC opens at 1280x720:', nvenc_opens(1280, 720))
 "
 } 2>&1 | tee "$out/environment.txt"
 python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || { echo "torch sees no CUDA GPU"; exit 1; }

@@ -8,6 +8,7 @@ import traceback
 from . import __version__, tasks
 from .errors import EdgeError, user_line
 from .model import TASKS
+from .device import FRAMES_ON
 from .runner import CHECKPOINT_S, UPLOADS, run
 
 
@@ -37,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
                         "torch or tensorrt (builds an fp16 engine from an .onnx once, into a cache)")
     p.add_argument("--device", help="cpu or cuda (default: cuda for --backend tensorrt, else cpu)")
     p.add_argument("--precision", help="fp16 or fp32 (default: fp16 for tensorrt and torch on cuda, else fp32)")
+    p.add_argument("--frames-on", default="auto", choices=FRAMES_ON,
+                   help="where frames meet the models: host (numpy and OpenCV), device (as torch tensors on the "
+                        "models' device), or auto (default: the device for a GPU, else the host)")
     p.add_argument("--upload", default="auto", choices=UPLOADS,
                    help="how frames go to the model's device: planes (I420, half the bytes, converted there) or "
                         "rgb (default auto: planes to a GPU, rgb to CPU tensors)")
@@ -129,7 +133,7 @@ def _run(args) -> list[dict]:
                    decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,
                    start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
                    precision=args.precision, options=options, resume=args.resume, checkpoint_s=args.checkpoint_every,
-                   upload=args.upload, progress=progress,
+                   upload=args.upload, frames_on=args.frames_on, progress=progress,
                    notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 

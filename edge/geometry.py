@@ -129,9 +129,12 @@ def resample_weights(src_size: tuple[int, int], dst_size: tuple[int, int]) -> tu
     matrices: out = rows @ image @ columns.T, per channel. OpenCV averages areas only when no
     side grows (INTER_AREA), else interpolates linearly between pixel centres (INTER_LINEAR,
     edges replicated): a device resizes with them as matrix products, and matches the host."""
-    shrinks = [dst <= src for src, dst in zip(src_size, dst_size)]
-    kind = _area_weights if all(shrinks) else _area_linear_weights if any(shrinks) else _linear_weights
-    return tuple(kind(src, dst) for src, dst in zip(src_size, dst_size))
+    pairs = list(zip(src_size, dst_size))
+    if not any(dst < src for src, dst in pairs):  # `_interpolation` picks INTER_LINEAR
+        kind = _linear_weights
+    else:  # INTER_AREA, which averages areas only where no side grows
+        kind = _area_weights if all(dst <= src for src, dst in pairs) else _area_linear_weights
+    return tuple(kind(src, dst) for src, dst in pairs)
 
 
 def _area_weights(src: int, dst: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from . import __version__, backends, media, tasks, writer
-from .device import DevicePath, finite_rows, for_models, host
+from .device import DevicePath, finite_rows, for_models, host, host_rgb
 from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, UsageError, user_line
 from .frames import Frame
 from .geometry import Preprocessor, planes_size
@@ -34,6 +34,7 @@ MODEL_DIR_ENV = "EDGE_MODEL_DIR"
 # overlay's encoder afresh on a keyframe, as x264 does every 250 frames anyway.
 CHECKPOINT_S = 10.0
 UPLOADS = ("auto", "planes", "rgb")
+OVERLAY_TASKS = ("camvid", "biwi")  # the tasks that write overlay.mp4
 TOOL = {"name": "edge", "version": __version__, "python": platform.python_version()}  # in every run.json
 
 
@@ -188,12 +189,14 @@ class Settings:
     precision: str | None = None
     checkpoint_s: float = CHECKPOINT_S
     upload: str = "rgb"  # how frames go to a device: I420 planes or RGB
+    frames_on: str = "auto"  # where frames meet the models (device.for_models)
     options: tasks.Options = tasks.Options()
 
     def record(self) -> dict:
         return {"decoder": self.decoder, "batch": self.batch, "stride": self.stride, "sample_fps": self.sample_fps,
                 "start_s": self.start_s, "end_s": self.end_s, **dataclasses.asdict(self.options),
-                "precision": self.precision, "checkpoint_s": self.checkpoint_s, "upload": self.upload}
+                "precision": self.precision, "checkpoint_s": self.checkpoint_s, "upload": self.upload,
+                "frames_on": self.frames_on}
 
 
 @dataclass
@@ -239,6 +242,7 @@ def run(
     resume: bool = False,
     checkpoint_s: float = CHECKPOINT_S,
     upload: str = "auto",
+    frames_on: str = "auto",
     progress=None,
     notice=lambda message: None,
 ) -> list[dict]:
@@ -257,18 +261,15 @@ def run(
         for info in infos:
             if info.video_streams > 1:
                 notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} (--stream)")
-        device_path = for_models([m.backend for m in loaded])
+        device_path = for_models([m.backend for m in loaded], frames_on)
         if upload == "auto":
             # On CPU tensors, cv2's conversion on the host beat torch's (720p camvid: 21.3 against
             # 13.3 frames/s); on a GPU, planes halve the bytes and spare the host the conversion.
             upload = "planes" if device_path is not None and device_path.cuda else "rgb"
-        encoder = writer.pick_encoder(options.encoder, on_gpu=any(m.backend.device.startswith("cuda") for m in loaded))
-        if options.encoder == "auto" and encoder != "libx264":
-            notice(f"overlay videos: {encoder} (the GPU's encoder; --encoder libx264 for x264)")
         settings = Settings(batch=batch or loaded[0].backend.default_batch, decoder=decoder, stride=stride,
                             sample_fps=sample_fps, start_s=start_s, end_s=end_s, precision=precision,
-                            checkpoint_s=checkpoint_s, upload=upload,
-                            options=dataclasses.replace(options, encoder=encoder))
+                            checkpoint_s=checkpoint_s, upload=upload, frames_on=frames_on, options=options)
+        on_gpu = any(m.backend.device.startswith("cuda") for m in loaded)
         plans = []
         for info in infos:  # every resume checked before any work too
             folder = Path(out) / media.sequence_name(info.path)
@@ -279,9 +280,11 @@ def run(
             checkpoints = Checkpoints(folder, identity, {m.folder_name: m.contract.task for m in loaded})
             if done is None:
                 checkpoints.open(resume=resume, notice=notice)
-            plans.append((info, checkpoints, done))
-        return [done or run_one(info, loaded, checkpoints, settings, device_path=device_path, progress=progress)
-                for info, checkpoints, done in plans]
+            encoder = writer.pick_encoder(options.encoder, on_gpu=on_gpu, size=(info.width, info.height))
+            plans.append((info, checkpoints, done, encoder))
+        return [done or run_one(info, loaded, checkpoints, settings, device_path=device_path, encoder=encoder,
+                                progress=progress)
+                for info, checkpoints, done, encoder in plans]
 
 
 def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S) -> None:
@@ -327,7 +330,7 @@ def finished(folder: Path, models: list[Model], *, resume_key: str) -> dict | No
 
 
 def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints, settings: Settings, *,
-            device_path: DevicePath | None, progress) -> dict:
+            device_path: DevicePath | None, encoder: str, progress) -> dict:
     started_at = datetime.datetime.now(datetime.timezone.utc)
     wall, cpu = time.perf_counter(), time.process_time()
     stats = media.DecodeStats()
@@ -336,7 +339,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
     frames_before = tally.written
     stagings: dict[str, Staging] = {}
     folder = checkpoints.folder
-    s = settings
+    s = dataclasses.replace(settings, options=dataclasses.replace(settings.options, encoder=encoder))
     resume_after = tally.last_index  # read before the sinks thread moves it
     try:
         for m in models:
@@ -355,7 +358,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             Stage("infer", lambda batches: infer(batches, models, device_path)),
             Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed, device_path)),
             Stage("sinks", lambda batches: write_sinks(batches, models, stagings, tally, Outputs(
-                info, s, start_s, checkpoints))),
+                info, s, start_s, checkpoints, device_path))),
         ]
         pipeline = Pipeline(stages)
         expected = expected_frames(info, s.start_s, s.end_s)
@@ -384,6 +387,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             "options": s.record(),
             # where frames met the models: "host" (numpy and OpenCV), or the torch device they went to
             "frames_on": device_path.device.type if device_path else "host",
+            "encoder": encoder if any(m.contract.task in OVERLAY_TASKS for m in models) else None,
             "seconds": {"total": round(elapsed, 3), "cpu": round(time.process_time() - cpu, 3),
                         **{stage.name: round(stage.busy_s, 3) for stage in stages}},
             # each stage thread's own CPU; the rest of "cpu" ran in native pools (onnxruntime's
@@ -513,7 +517,7 @@ def pixels_for(task_names, *, on_device: bool = False, upload: str = "rgb") -> s
     size. To a device, frames go as planes (half the bytes, converted there) or RGB (`upload`),
     every frame where camvid draws there, but RGB for all where biwi draws on the host."""
     task_names = set(task_names)
-    if "biwi" in task_names or ("camvid" in task_names and not on_device):
+    if "biwi" in task_names or (task_names & set(OVERLAY_TASKS) and not on_device):
         return "all"
     if not on_device:
         return "planes"
@@ -536,27 +540,26 @@ def expected_frames(info: media.VideoInfo, start_s: float | None, end_s: float |
 def batch_frames(frames, models: list[Model], size: int, device_path: DevicePath | None = None):
     """Group frames so each batch holds `size` selected ones; preprocess those once per distinct
     model input (models that agree on size and normalization share it), on the host or, given
-    a device path, on the device, where camvid's overlay also needs every frame."""
+    a device path, on the device."""
     preprocessors = {}
     for model in models:
         preprocessors.setdefault(model.preprocess_key, Preprocessor(model.contract))
-    upload_all = any(tasks.module(m.contract.task).DRAWS_ON_DEVICE for m in models)
     pending: list[Frame] = []
     selected = 0
     for frame in frames:
         pending.append(frame)
         selected += frame.selected
         if selected == size:
-            yield _prepare(pending, preprocessors, device_path, upload_all)
+            yield _prepare(pending, preprocessors, device_path)
             pending, selected = [], 0
     if pending:
-        yield _prepare(pending, preprocessors, device_path, upload_all)
+        yield _prepare(pending, preprocessors, device_path)
 
 
-def _prepare(frames: list[Frame], preprocessors: dict, device_path: DevicePath | None, upload_all: bool) -> Batch:
+def _prepare(frames: list[Frame], preprocessors: dict, device_path: DevicePath | None) -> Batch:
     batch = Batch(frames)
     if device_path is not None:
-        _prepare_on_device(batch, preprocessors, device_path, upload_all)
+        _prepare_on_device(batch, preprocessors, device_path)
         return batch
     images = [f.image if f.image is not None else f.planes for f in batch.selected]
     if images:
@@ -567,12 +570,16 @@ def _prepare(frames: list[Frame], preprocessors: dict, device_path: DevicePath |
     return batch
 
 
-def _prepare_on_device(batch: Batch, preprocessors: dict, device_path: DevicePath, upload_all: bool) -> None:
-    # Every frame of a stream has one size and one kind (planes or RGB): the decoder skips a
-    # frame of another size as damaged, and planes depend on the stream's format alone.
-    sent = [f for f in (batch.frames if upload_all else batch.selected) if f.image is not None or f.planes is not None]
+def _prepare_on_device(batch: Batch, preprocessors: dict, device_path: DevicePath) -> None:
+    """The selected frames go to the device, as planes or RGB, and stay there for drawing on;
+    the others go, if a task draws on them there, one at a time when they are drawn, so the
+    device holds a batch of frames however sparse the selection."""
+    sent = batch.selected
     if not sent:
         return
+    if len({f.planes is None for f in sent}) > 1:  # the colour tags changed mid-stream: RGB for all
+        for frame in sent:
+            frame.image, frame.planes = host_rgb(frame), None
     with device_path.stage():
         if sent[0].planes is not None:
             uploaded = device_path.rgb(device_path.upload([f.planes for f in sent]))
@@ -580,14 +587,11 @@ def _prepare_on_device(batch: Batch, preprocessors: dict, device_path: DevicePat
             uploaded = device_path.upload([f.image for f in sent])
         for frame, on_device in zip(sent, uploaded):
             frame.on_device = on_device
-        picked = [i for i, f in enumerate(sent) if f.selected]
-        if not picked:
-            return
-        chosen = uploaded if len(picked) == len(sent) else uploaded[picked]
         for key, prep in preprocessors.items():
+            # every frame of a stream has one size: the decoder skips a frame of another as damaged
             window = prep.window(tuple(uploaded.shape[1:3]))
-            batch.inputs[key] = device_path.model_input(chosen, window, prep.contract)
-            batch.windows[key] = [window] * len(picked)
+            batch.inputs[key] = device_path.model_input(uploaded, window, prep.contract)
+            batch.windows[key] = [window] * len(sent)
 
 
 def infer(batches, models: list[Model], device_path: DevicePath | None = None):
@@ -651,6 +655,7 @@ class Outputs:
     settings: Settings
     start_s: float  # output times are input times minus this
     checkpoints: Checkpoints
+    device_path: DevicePath | None = None
 
 
 def write_sinks(batches, models: list[Model], stagings: dict[str, Staging], tally: Tally, outputs: Outputs):
@@ -680,7 +685,7 @@ def _write_sinks(batches, models, stagings, tally: Tally, outputs: Outputs):
         for model in models:
             name = model.folder_name
             ctx = tasks.SinkContext(stagings[name].dir, model.contract, video, settings.options, outputs.start_s,
-                                    settings.end_s)
+                                    settings.end_s, outputs.device_path.device if outputs.device_path else None)
             sinks[name] = tasks.module(model.contract.task).sinks(ctx)
             if resumed:
                 for sink, state in zip(sinks[name], resumed.models[name]["sinks"], strict=True):

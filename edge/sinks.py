@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .device import host
+from .device import host_rgb
 from .errors import OutputError
 from .frames import Frame
 from .writer import VideoWriter, durable_size, open_resumable
@@ -93,11 +93,7 @@ class OverlaySink:
         return self
 
     def write(self, frame: Frame, result) -> None:
-        if result is not None:
-            image = self.draw(frame, result)
-        else:  # a frame that went to the device as planes has its RGB only there
-            image = frame.image if frame.image is not None else host(frame.on_device)
-        self.writer.write(image, frame.pts_s)
+        self.writer.write(host_rgb(frame) if result is None else self.draw(frame, result), frame.pts_s)
 
     def __exit__(self, *exc):
         return self.writer.__exit__(*exc)

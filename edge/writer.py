@@ -41,26 +41,29 @@ _GLOBAL_HEADER = 1 << 22  # AV_CODEC_FLAG_GLOBAL_HEADER: parameter sets in the s
 _PACKET = struct.Struct("<qqBI")  # a logged packet: pts, duration, keyframe, size; then its bytes
 
 
-def pick_encoder(requested: str, *, on_gpu: bool) -> str:
-    """`auto`: the GPU's own H.264 encoder (NVENC) when the run is on a GPU that has one, which
-    frees the CPU of the encode; else x264."""
+def pick_encoder(requested: str, *, on_gpu: bool, size: tuple[int, int]) -> str:
+    """`auto`: the GPU's own H.264 encoder (NVENC) when the run is on a GPU that has one and it
+    takes frames of this (width, height), which frees the CPU of the encode; else x264."""
     check_choice("encoder", requested, ("auto", *ENCODERS))
-    if requested == "h264_nvenc" and not nvenc_opens():
-        raise UsageError("--encoder h264_nvenc: NVENC does not open here (this FFmpeg lacks it, or there is no "
-                         "NVIDIA GPU and driver); use --encoder libx264 or auto")
+    if requested == "h264_nvenc" and not nvenc_opens(*size):
+        raise UsageError(f"--encoder h264_nvenc: NVENC does not open here for {size[0]}x{size[1]} frames (this FFmpeg "
+                         "lacks it, there is no NVIDIA GPU with an encoder, or the frames are below its smallest "
+                         "size); use --encoder libx264 or auto")
     if requested != "auto":
         return requested
-    return "h264_nvenc" if on_gpu and nvenc_opens() else "libx264"
+    return "h264_nvenc" if on_gpu and nvenc_opens(*size) else "libx264"
 
 
 @functools.cache
-def nvenc_opens() -> bool:
-    """Whether this FFmpeg has NVENC and a GPU and driver it can open an encoder on."""
+def nvenc_opens(width: int, height: int) -> bool:
+    """Whether this FFmpeg has NVENC, and a GPU and driver it opens an encoder on for frames of
+    this size (NVENC has a smallest size, about 145 pixels wide for H.264)."""
     try:
         ctx = av.CodecContext.create("h264_nvenc", "w")
-        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 256, 256, "yuv420p", Fraction(1, 25)
+        ctx.width, ctx.height = width + width % 2, height + height % 2
+        ctx.pix_fmt, ctx.time_base = "yuv420p", Fraction(1, 25)
         ctx.open()
-    except Exception:  # no such encoder in this build, no GPU, an old driver: all mean x264
+    except Exception:  # no such encoder in this build, no GPU, an old driver, too small: all mean x264
         return False
     return True
 
@@ -120,7 +123,8 @@ class VideoWriter:
         self._start_s, self._end_s = start_s, end_s
         self._encoder_name = encoder
         self._options = ({"crf": str(crf), "preset": preset} if encoder == "libx264"
-                         else {"preset": NVENC_PRESETS[preset], "rc": "vbr", "cq": str(crf)})
+                         # constant quality, as x264's crf: without b=0 FFmpeg caps NVENC at 2 Mb/s
+                         else {"preset": NVENC_PRESETS[preset], "rc": "vbr", "cq": str(crf), "b": "0"})
         self._audio_from = os.fspath(audio_from) if audio_from is not None and _has_audio(audio_from) else None
         self._encoder = None  # opened by the first frame after the start or a checkpoint
         self._resumable = resume is not None

@@ -19,6 +19,7 @@ pytest.importorskip("onnxruntime")
 from edge import device as device_module  # noqa: E402
 from edge.cli import main  # noqa: E402
 from edge.device import DevicePath, blend, for_models, host, segment  # noqa: E402
+from edge.errors import UsageError  # noqa: E402
 from edge.geometry import NO_CLASS, Preprocessor, Window  # noqa: E402
 from edge.model import Contract  # noqa: E402
 from tests.makers_clips import make_clip, solid  # noqa: E402
@@ -120,7 +121,7 @@ def test_a_run_with_frames_on_the_device_gives_the_host_paths_outputs(tmp_path, 
     common = [str(clip), "--quiet", "--stride", "2", "--batch", "4"] + (["--save-masks"] if task == "camvid" else [])
     assert main(common + ["--model", onnx_path, "--out", str(tmp_path / "host")]) == 0
     assert main(common + ["--model", program, "--backend", "torch", "--device", device, "--upload", upload,
-                          "--out", str(tmp_path / "device")]) == 0
+                          "--frames-on", "device", "--out", str(tmp_path / "device")]) == 0
     table = {"camvid": "classes.csv", "planet": "scores.csv", "biwi": "track.csv"}[task]
     ours, theirs = (np.array(rows(tmp_path / run / "walk" / task / table)) for run in ("device", "host"))
     assert ours.shape == theirs.shape == (15, theirs.shape[1])
@@ -138,10 +139,15 @@ def test_the_device_path_is_taken_only_where_every_model_takes_tensors_on_one_de
         def __init__(self, device):
             self.tensor_device = device
 
-    assert for_models([Backend("cpu"), Backend("cpu")]).device.type == "cpu"
-    assert for_models([Backend("cpu"), Backend(None)]) is None
-    assert for_models([Backend("cpu"), Backend("cuda")]) is None
-    assert for_models([object()]) is None  # a backend that never heard of it
+    assert for_models([Backend("cpu"), Backend("cpu")], "device").device.type == "cpu"
+    assert for_models([Backend("cpu"), Backend("cpu")]) is None  # auto: on the CPU the host path is faster
+    assert for_models([Backend("cuda")], "host") is None
+    for backends in ([Backend("cpu"), Backend(None)], [Backend("cpu"), Backend("cuda")], [object()]):
+        assert for_models(backends) is None
+        with pytest.raises(UsageError, match="do not all take tensors on one device"):
+            for_models(backends, "device")
+    with pytest.raises(UsageError, match="allowed: auto, host, device"):
+        for_models([Backend("cpu")], "gpu")
 
 
 def test_host_and_finite_rows_take_arrays_and_tensors():
@@ -187,7 +193,7 @@ def test_a_resumed_device_run_equals_an_uninterrupted_one(tmp_path, device, monk
     make_clip(clip, scene(60), fps=25, audio=True)
     _, program = twins(tmp_path, "camvid")
     argv = [str(clip), "--model", program, "--backend", "torch", "--device", device, "--stride", "3",
-            "--checkpoint-every", "0.4", "--save-masks", "--quiet"]
+            "--checkpoint-every", "0.4", "--save-masks", "--quiet", "--frames-on", "device"]
     assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
     fail_at_checkpoint(monkeypatch, 3)
     assert main(argv + ["--out", str(tmp_path / "cut")]) == 6
@@ -203,8 +209,9 @@ def test_run_json_says_where_frames_met_the_models(tmp_path):
     from edge.runner import run
 
     (on_host,) = run([str(clip)], models=[onnx_path], out=str(tmp_path / "a"))
-    (on_device,) = run([str(clip)], models=[program], out=str(tmp_path / "b"))
-    assert (on_host["frames_on"], on_device["frames_on"]) == ("host", "cpu")
+    (on_device,) = run([str(clip)], models=[program], out=str(tmp_path / "b"), frames_on="device")
+    (auto,) = run([str(clip)], models=[program], out=str(tmp_path / "c"))
+    assert (on_host["frames_on"], on_device["frames_on"], auto["frames_on"]) == ("host", "cpu", "host")
     assert on_host["options"]["encoder"] == "libx264"
 
 
@@ -215,8 +222,9 @@ def test_agreement_compares_what_users_get_from_two_runs(tmp_path, task):
     clip = tmp_path / "walk.mp4"
     make_clip(clip, [solid(96, 128, (200 if i > 8 else 30, 40, 8 * i)) for i in range(16)], fps=25)
     onnx_path, program = twins(tmp_path, task)
-    for name, model in (("a", onnx_path), ("b", program)):
-        assert main([str(clip), "--model", model, "--save-masks", "--quiet", "--out", str(tmp_path / name)]) == 0
+    for name, model, where in (("a", onnx_path, "host"), ("b", program, "device")):
+        assert main([str(clip), "--model", model, "--save-masks", "--quiet", "--frames-on", where,
+                     "--out", str(tmp_path / name)]) == 0
     figures = compare(task, tmp_path / "a" / "walk" / task, tmp_path / "b" / "walk" / task)
     assert figures["frames"] == 16 and met(task, figures), figures
     broken = {"camvid": {"pixels_equal": 0.9}, "planet": {"frames_same_tags": 0.5}, "biwi": {"max_px": 3.0}}[task]
@@ -264,4 +272,4 @@ def test_onnxruntime_runs_tensors_in_place_as_it_runs_arrays(tmp_path, task, opt
     pixels = np.random.default_rng(0).integers(0, 256, (3, h, w, 3), dtype=np.uint8)  # 3: a fixed batch of 2 pads
     ours = backend.run_tensor(torch.from_numpy(pixels))
     assert isinstance(ours, torch.Tensor) and (host(ours) == backend.run(pixels)).all()
-    assert backend.tensor_device is None  # on the CPU, frames stay on the host, where it is faster
+    assert backend.tensor_device == "cpu"

@@ -452,28 +452,27 @@ def test_a_damaged_colour_tag_falls_back_to_bt601():
 def test_auto_encoder_is_nvenc_only_on_a_gpu_run_where_it_opens(monkeypatch):
     from edge import writer
 
-    monkeypatch.setattr(writer, "nvenc_opens", lambda: True)
-    assert writer.pick_encoder("auto", on_gpu=True) == "h264_nvenc"
-    assert writer.pick_encoder("auto", on_gpu=False) == "libx264"
-    assert writer.pick_encoder("libx264", on_gpu=True) == "libx264"
-    monkeypatch.setattr(writer, "nvenc_opens", lambda: False)
-    assert writer.pick_encoder("auto", on_gpu=True) == "libx264"
-    with pytest.raises(UsageError, match="NVENC does not open here"):
-        writer.pick_encoder("h264_nvenc", on_gpu=True)
+    monkeypatch.setattr(writer, "nvenc_opens", lambda width, height: width >= 146)  # NVENC's smallest H.264 frame
+    assert writer.pick_encoder("auto", on_gpu=True, size=(1280, 720)) == "h264_nvenc"
+    assert writer.pick_encoder("auto", on_gpu=True, size=(128, 96)) == "libx264"
+    assert writer.pick_encoder("auto", on_gpu=False, size=(1280, 720)) == "libx264"
+    assert writer.pick_encoder("libx264", on_gpu=True, size=(1280, 720)) == "libx264"
+    with pytest.raises(UsageError, match="NVENC does not open here for 128x96 frames"):
+        writer.pick_encoder("h264_nvenc", on_gpu=True, size=(128, 96))
     with pytest.raises(UsageError, match="auto, libx264, h264_nvenc"):
-        writer.pick_encoder("x265", on_gpu=False)
+        writer.pick_encoder("x265", on_gpu=False, size=(1280, 720))
 
 
 def test_nvenc_writes_a_playable_file_with_every_frame(tmp_path):
     from edge import writer
 
-    if not writer.nvenc_opens():
+    if not writer.nvenc_opens(256, 256):
         if os.environ.get("EDGE_REQUIRE_GPU") == "1":
             pytest.fail("EDGE_REQUIRE_GPU=1 but NVENC does not open here")
         pytest.skip("NVENC does not open here (no NVIDIA GPU, or this FFmpeg lacks it)")
     path = tmp_path / "out.mp4"
-    with VideoWriter(path, width=64, height=48, time_base=Fraction(1, 25), encoder="h264_nvenc") as out:
-        for i, rgb in enumerate(ramp(20)):
+    with VideoWriter(path, width=256, height=256, time_base=Fraction(1, 25), encoder="h264_nvenc") as out:
+        for i, rgb in enumerate(ramp(20, 256, 256)):
             out.write(rgb, i / 25)
             if i == 9:
                 out.checkpoint()

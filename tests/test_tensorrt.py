@@ -567,6 +567,8 @@ def test_gpu_planet_fp32_and_float_input_engines_agree_with_onnxruntime(gpu, mod
     (dict(tensorrt=True, onnxruntime_gpu=True, torch_cuda=True, program="m.pt2"), ("tensorrt", "m.onnx")),
     (dict(tensorrt=False, onnxruntime_gpu=True, torch_cuda=True, program="m.pt2"), ("onnxruntime", "m.onnx")),
     (dict(tensorrt=False, onnxruntime_gpu=False, torch_cuda=True, program="m.pt2"), ("torch", "m.pt2")),
+    # edge runs TensorRT through CUDA torch: without it, onnxruntime's provider
+    (dict(tensorrt=True, onnxruntime_gpu=True, torch_cuda=False, program="m.pt2"), ("onnxruntime", "m.onnx")),
 ])
 def test_auto_picks_the_fastest_backend_the_gpu_machine_has(facts, expected):
     assert backends.fastest("m.onnx", **facts) == expected
@@ -582,7 +584,8 @@ def test_auto_with_nothing_for_the_gpu_says_what_is_missing(facts, missing):
     assert missing in str(caught.value) and "--device cpu" in str(caught.value)
 
 
-def test_auto_on_cuda_takes_tensorrt_when_it_imports(tmp_path, trt):
+def test_auto_on_cuda_takes_tensorrt_when_it_imports(tmp_path, trt, monkeypatch):
+    monkeypatch.setattr(backends, "_torch_cuda", lambda: True)
     model = makers_models.planet(tmp_path / "planet.onnx")
     notices = []
     assert backends.resolve(model, "auto", "cuda", notices.append) == ("tensorrt", model)

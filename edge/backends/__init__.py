@@ -61,17 +61,18 @@ def resolve(path: str, backend: str, device: str | None = None, notice=lambda me
     name, chosen = fastest(path, tensorrt=_tensorrt_works(), onnxruntime_gpu=_onnxruntime_gpu(),
                            torch_cuda=_torch_cuda(), program=program if os.path.isfile(program) else None)
     notice(f"--backend auto on cuda: {name} for {chosen}" + {
-        "tensorrt": " (an fp16 engine, built once into the engine cache)",
+        "tensorrt": " (an engine built once into the engine cache)",
         "onnxruntime": " (TensorRT is not installed; onnxruntime's GPU provider)",
-        "torch": " (neither TensorRT nor a GPU onnxruntime here; the torch program beside it, in fp16)"}[name])
+        "torch": " (neither TensorRT nor a GPU onnxruntime here; the torch program beside it)"}[name])
     return name, chosen
 
 
 def fastest(path: str, *, tensorrt: bool, onnxruntime_gpu: bool, torch_cuda: bool,
             program: str | None) -> tuple[str, str]:
-    """For an .onnx on the GPU: a TensorRT engine (fastest, fp16), else onnxruntime's CUDA or
-    TensorRT provider, else the torch program beside the .onnx (same name, .pt2) in fp16."""
-    if tensorrt:
+    """For an .onnx on the GPU: a TensorRT engine (fastest; edge runs it through CUDA torch),
+    else onnxruntime's CUDA or TensorRT provider, else the torch program beside the .onnx (same
+    name, .pt2)."""
+    if tensorrt and torch_cuda:  # edge's TensorRT runner keeps its buffers in CUDA torch tensors
         return "tensorrt", path
     if onnxruntime_gpu:
         return "onnxruntime", path

@@ -58,10 +58,11 @@ class OrtBackend:
         self.device = "cpu" if used == "CPUExecutionProvider" else f"cuda ({used})"
         output = self.session.get_outputs()[0]
         self._output = (output.name, output.type, output.shape[1:])
-        # Frames meet the model on the GPU through a CUDA torch (edge/device.py), bound in place,
-        # which needs the output's size known ahead but for the batch.
+        # Frames can meet the model on its device as torch tensors (edge/device.py), bound in
+        # place, which needs the output's size known ahead but for the batch.
         in_place = all(isinstance(d, int) for d in output.shape[1:]) and output.type in _TORCH_TYPES
-        self.tensor_device = "cuda" if used != "CPUExecutionProvider" and in_place and torch_has_cuda() else None
+        on_gpu = used != "CPUExecutionProvider"
+        self.tensor_device = None if not in_place or (on_gpu and not torch_has_cuda()) else "cuda" if on_gpu else "cpu"
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
@@ -105,6 +106,8 @@ class OrtBackend:
         binding.bind_output(name, *where, np.dtype(_TORCH_TYPES[kind]), list(out.shape), out.data_ptr())
         for other in self.session.get_outputs()[1:]:  # a graph's further outputs: let it place them
             binding.bind_output(other.name, where[0], where[1])
+        if pixels.is_cuda:  # onnxruntime reads on its own stream: what made `pixels` must be done
+            torch.cuda.current_stream().synchronize()
         self.session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         return out

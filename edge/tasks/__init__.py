@@ -43,6 +43,7 @@ class SinkContext:
     options: Options
     start_s: float  # output video times are shifted by this (the --start of the run)
     end_s: float | None
+    device: object = None  # the torch device frames went to, for a task that draws there
 
 
 def module(task: str):

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..device import blend, host, is_tensor, segment
+from ..device import blend, host, is_tensor, segment, to_device
 from ..errors import ModelError
 from ..geometry import NO_CLASS
 from ..sinks import CsvSink, MaskSink, OverlaySink
@@ -60,8 +60,8 @@ def sinks(ctx) -> list:
 
     def draw(frame, seg: Segmentation) -> np.ndarray:
         crop = contract.resize == "crop"  # outside the crop window the model saw nothing
-        if frame.on_device is not None:
-            out = blend(frame.on_device, seg.mask, palette[:, 0], options.alpha, keep_unseen=crop)
+        if ctx.device is not None:
+            out = blend(to_device(frame, ctx.device), seg.mask, palette[:, 0], options.alpha, keep_unseen=crop)
         else:
             image = frame.image
             colours = cv2.LUT(cv2.merge([seg.mask] * 3), palette)
