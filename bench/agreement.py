@@ -12,6 +12,7 @@ frames, biwi points within 1 px.
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -32,20 +33,25 @@ def compare(task: str, fp32: Path, fp16: Path) -> dict:
             b = cv2.imread(str(fp16 / "masks" / mask.name), cv2.IMREAD_UNCHANGED)
             equal, total = equal + int((a == b).sum()), total + a.size
         return {"frames": len(list((fp32 / "masks").glob("*.png"))), "pixels_equal": equal / total}
+    # A frame with a row in one table only (its output was NaN or Inf in the other) disagrees.
+    table = "scores.csv" if task == "planet" else "track.csv"
+    a, b = (_rows(folder / table) for folder in (fp32, fp16))
+    frames, common = a.keys() | b.keys(), sorted(a.keys() & b.keys())
     if task == "planet":
         thresholds = json.loads((fp32 / "timeline.json").read_text())["thresholds"]
-        a, b = (_table(folder / "scores.csv")[:, 2:] for folder in (fp32, fp16))
-        same = ((a >= thresholds) == (b >= thresholds)).all(axis=1)
-        return {"frames": len(a), "frames_same_tags": float(same.mean()),
-                "max_score_difference": float(np.abs(a - b).max())}
-    a, b = (_table(folder / "track.csv")[:, 2:4] for folder in (fp32, fp16))
-    distance = np.hypot(*(a - b).T)
-    return {"frames": len(a), "max_px": float(distance.max()), "within_1px": float((distance <= 1).mean())}
+        same = sum((a[f][2:] >= thresholds).tolist() == (b[f][2:] >= thresholds).tolist() for f in common)
+        gaps = [np.abs(a[f][2:] - b[f][2:]).max() for f in common]
+        return {"frames": len(frames), "frames_same_tags": same / len(frames),
+                "max_score_difference": float(max(gaps, default=0.0))}
+    distance = np.array([np.hypot(*(a[f][2:4] - b[f][2:4])) for f in common])
+    return {"frames": len(frames), "max_px": float(distance.max()) if len(common) == len(frames) else math.inf,
+            "within_1px": float((distance <= 1).sum() / len(frames))}
 
 
-def _table(path: Path) -> np.ndarray:
+def _rows(path: Path) -> dict[int, np.ndarray]:
+    """A CSV's rows by frame index (its second column)."""
     with open(path, newline="") as f:
-        return np.array([[float(v) for v in row] for row in list(csv.reader(f))[1:]])
+        return {int(row[1]): np.array([float(v) for v in row]) for row in list(csv.reader(f))[1:]}
 
 
 def met(task: str, figures: dict) -> bool:

@@ -235,7 +235,10 @@ def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress) -> dic
               "producer": s.contract.producer or "unknown", "input_size": list(s.contract.input_size),
               "frames": len(frames), "decode": {}, "preprocess": {}, "inference": [], "postprocess": {},
               "sinks": {}, "pipeline": [], "baselines": {},
-              "pipeline_decode": "decode + RGB" if pixels == "all" else "decode + planes"}
+              # what the pipeline's decoder gives: on a GPU frames go there as planes where they can
+              "pipeline_decode": "decode + RGB" if runner.pixels_for(
+                  [s.contract.task], on_device=not on_cpu, upload="rgb" if on_cpu else "planes") in ("all", "selected")
+              else "decode + planes"}
     # Stages alone run with OpenCV's threads as runner.run sets them on the first backend's device.
     opencv = 1 if on_cpu else None
     result["opencv_threads"] = opencv or "default"

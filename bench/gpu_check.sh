@@ -7,7 +7,7 @@
 # Python packages the machine lacks (PyAV, usually) go as wheels in .whl/ at the repository's
 # root, installed here into /tmp/site: from a machine with pip,
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 -d .whl av
-# (36 MB). In under 5 minutes it writes into OUT:
+# (36 MB). It is meant to take under 5 minutes (it prints how long it took) and writes into OUT:
 #   environment.txt   the GPU, driver, torch, onnxruntime, whether NVENC opens
 #   tests.txt         the GPU tests (EDGE_REQUIRE_GPU=1: a CUDA case that would skip fails instead)
 #   bench/            edge-bench on the three default models through torch on cuda, fp16 and fp32,
@@ -39,6 +39,18 @@ print('PyAV', av.__version__, 'NVENC opens at 1280x720:', nvenc_opens(1280, 720)
 "
 } 2>&1 | tee "$out/environment.txt"
 python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || { echo "torch sees no CUDA GPU"; exit 1; }
+# What the rest needs, named up front; and the shipped torch programs must load in this torch.
+python3 -c "
+import importlib, sys
+missing = [m for m in ('av', 'cv2', 'numpy', 'onnx', 'onnxruntime', 'pytest', 'matplotlib')
+           if importlib.util.find_spec(m) is None]
+sys.exit(f'missing: {\" \".join(missing)}; carry their wheels in .whl/' if missing else 0)
+" || exit 1
+python3 -c "
+from edge.backends.torch_backend import TorchBackend
+for task in ('camvid', 'planet', 'biwi'):
+    TorchBackend(f'edge/models/{task}.pt2', device='cuda')
+" 2>&1 | tee -a "$out/environment.txt" || status=1
 
 # A 20 s 1280x720 clip with sound: moving blocks and a face-like dot over a changing scene.
 clip=/tmp/edge-gpu-check.mp4
@@ -68,7 +80,7 @@ python3 -m pytest -q -p no:cacheprovider tests/test_media.py -k nvenc -rs 2>&1 |
 
 models=(--model edge/models/camvid.onnx --model edge/models/planet.onnx --model edge/models/biwi.onnx)
 python3 -m bench.cli "$clip" "${models[@]}" --backends torch --device cuda --precision fp16,fp32 \
-  --batch 1,2,4,8,16 --frames 300 --repeat 2 --warmup 1 --out "$out/bench" || status=1
+  --batch 1,2,4,8,16 --frames 300 --repeat 2 --warmup 1 --quiet --out "$out/bench" || status=1
 python3 -m bench.agreement "$clip" "${models[@]}" --device cuda --out "$out" || status=1
 # frames to the GPU as I420 planes (half the bytes, converted there) or as RGB: which is cheaper end to end
 for upload in planes rgb; do

@@ -7,13 +7,16 @@
 #
 # The engine cache is a volume, so an engine is built once per GPU and TensorRT version, not on
 # every run. Not built in CI (no GPU or NVIDIA registry there).
-FROM nvcr.io/nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+# The base image is only Ubuntu with the driver's hooks: torch and TensorRT bring their CUDA libraries.
+FROM nvcr.io/nvidia/cuda:12.6.3-base-ubuntu24.04
+# the container runtime mounts NVENC's library (libnvidia-encode) only when asked for "video"
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
 
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/edge
 ENV PATH=/opt/edge/bin:$PATH PIP_NO_CACHE_DIR=1
-# torch's CUDA build from PyTorch's index, TensorRT from NVIDIA's; both match CUDA 12.6
+# torch's CUDA build from PyTorch's index, TensorRT from NVIDIA's; both match CUDA 12
 RUN pip install torch --index-url https://download.pytorch.org/whl/cu126 \
     && pip install --extra-index-url https://pypi.nvidia.com "tensorrt-cu12>=10,<11"
 COPY . /src

@@ -188,7 +188,7 @@ class Settings:
     end_s: float | None = None
     precision: str | None = None
     checkpoint_s: float = CHECKPOINT_S
-    upload: str = "rgb"  # how frames go to a device: I420 planes or RGB
+    upload: str | None = None  # how frames go to a device: I420 planes or RGB; None: they stay on the host
     frames_on: str = "auto"  # where frames meet the models (device.for_models)
     options: tasks.Options = tasks.Options()
 
@@ -262,10 +262,14 @@ def run(
             if info.video_streams > 1:
                 notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} (--stream)")
         device_path = for_models([m.backend for m in loaded], frames_on)
-        if upload == "auto":
+        if device_path is None:
+            upload = None
+        elif any(m.contract.task == "biwi" for m in loaded):
+            upload = "rgb"  # biwi's trail is drawn on the host, from the frame's RGB there
+        elif upload == "auto":
             # On CPU tensors, cv2's conversion on the host beat torch's (720p camvid: 21.3 against
             # 13.3 frames/s); on a GPU, planes halve the bytes and spare the host the conversion.
-            upload = "planes" if device_path is not None and device_path.cuda else "rgb"
+            upload = "planes" if device_path.cuda else "rgb"
         settings = Settings(batch=batch or loaded[0].backend.default_batch, decoder=decoder, stride=stride,
                             sample_fps=sample_fps, start_s=start_s, end_s=end_s, precision=precision,
                             checkpoint_s=checkpoint_s, upload=upload, frames_on=frames_on, options=options)
@@ -511,7 +515,7 @@ def stopped_early(info: media.VideoInfo, last_time_s: float | None, end_s: float
     return {"at_s": round(reached_s, 3), "expected_end_s": round(expected_s, 3)}
 
 
-def pixels_for(task_names, *, on_device: bool = False, upload: str = "rgb") -> str:
+def pixels_for(task_names, *, on_device: bool = False, upload: str | None = "rgb") -> str:
     """What the decoder must give. On the host: every frame's RGB when a task draws an overlay,
     else only the selected frames', as I420 planes that preprocessing converts at the model's
     size. To a device, frames go as planes (half the bytes, converted there) or RGB (`upload`),

@@ -273,3 +273,14 @@ def test_onnxruntime_runs_tensors_in_place_as_it_runs_arrays(tmp_path, task, opt
     ours = backend.run_tensor(torch.from_numpy(pixels))
     assert isinstance(ours, torch.Tensor) and (host(ours) == backend.run(pixels)).all()
     assert backend.tensor_device == "cpu"
+
+
+def test_agreement_counts_a_frame_one_precision_left_out_as_disagreeing(tmp_path):
+    from bench.agreement import compare
+
+    for name, rows in (("fp32", ["0.0,0,10,10,10,10", "0.04,1,20,20,20,20", "0.08,2,30,30,30,30"]),
+                       ("fp16", ["0.0,0,10.5,10,10,10", "0.08,2,30,30,30,30"])):  # frame 1 came out NaN
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "track.csv").write_text("time_s,frame,x,y,x_smooth,y_smooth\n" + "\n".join(rows) + "\n")
+    figures = compare("biwi", tmp_path / "fp32", tmp_path / "fp16")
+    assert figures["frames"] == 3 and figures["max_px"] == float("inf") and figures["within_1px"] == 2 / 3

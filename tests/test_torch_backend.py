@@ -100,8 +100,8 @@ def test_files_that_are_not_programs_are_refused_in_one_line(files, tmp_path):
     (tmp_path / "junk.pt2").write_bytes(b"junk")
     bare = tmp_path / "bare.pt2"  # a program without the edge contract
     torch.export.save(torch.export.export(torch.nn.ReLU(), (torch.zeros(2),)), str(bare))
-    for path, message in ((tmp_path / "absent.pt2", "not found"), (tmp_path / "junk.pt2", "not a torch program"),
-                          (bare, CONTRACT_FILE), (files["planet"][0], "not a torch program")):
+    for path, message in ((tmp_path / "absent.pt2", "not found"), (tmp_path / "junk.pt2", "cannot load it as a program"),
+                          (bare, CONTRACT_FILE), (files["planet"][0], "cannot load it as a program")):
         with pytest.raises(ModelError, match=message) as err:
             TorchBackend(str(path))
         assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -35,9 +35,9 @@ class TorchBackend:
         extra = {CONTRACT_FILE: ""}
         try:
             program = torch.export.load(path, extra_files=extra)
-        except Exception as err:  # a zip that is not a program, or not a zip at all
-            raise ModelError(f"{path}: not a torch program ({last_line(err)}); "
-                             f"write one with edge-export --torch-program") from err
+        except Exception as err:  # a zip that is not a program, not a zip, or a program too new
+            raise ModelError(f"{path}: torch {torch.__version__} cannot load it as a program ({last_line(err)}); "
+                             f"write one with edge-export --torch-program, with this torch") from err
         try:
             self.metadata = {str(k): str(v) for k, v in json.loads(extra[CONTRACT_FILE]).items()}
         except (json.JSONDecodeError, AttributeError):
@@ -58,6 +58,10 @@ class TorchBackend:
             program = move_to_device_pass(program, device)
         self.module = program.module()
         self._fp16 = device == "cuda" and precision != "fp32"
+        if device == "cuda" and not self._fp16:
+            # fp32 means fp32: torch would otherwise run convolutions in TF32 (10-bit mantissa)
+            # on Ampere and later, and fp16's agreement would be measured against that
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         self.device = f"cuda ({'fp16' if self._fp16 else 'fp32'})" if device == "cuda" else "cpu"
         self.tensor_device = device  # run_tensor takes and gives tensors there
         self.default_batch = 8 if device == "cuda" else 4
