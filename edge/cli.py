@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 import traceback
+from pathlib import Path
 
 from . import __version__, tasks
 from .errors import EdgeError, user_line
@@ -13,6 +14,7 @@ from .runner import CHECKPOINT_S, UPLOADS, run
 
 
 OPTION_DEFAULTS = tasks.Options()
+SOME_FAILED = 7  # the exit code when some of several inputs failed: each failure is its own input's
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,10 +22,12 @@ def parser() -> argparse.ArgumentParser:
         prog="edge-run",
         description="Run camvid / planet / biwi models over videos; write overlays, tag timelines and tracks.",
         epilog="exit codes: 0 ok, 2 usage, 3 input, 4 model, 5 output, 6 a pipeline stage failed, "
+        f"{SOME_FAILED} some of several inputs failed (each with its own line; see OUT/jobs.json), "
         "130 Ctrl-C, 143 SIGTERM",
     )
     p.add_argument("inputs", nargs="+", metavar="VIDEO",
-                   help="video files, image files, or folders or quoted globs of images (a sequence at 25 frames/s)")
+                   help="video or image files; folders (their videos, recursively; or, with none, their images as "
+                        "a sequence at 25 frames/s); quoted globs; @LIST, a file listing such paths")
     p.add_argument("--model", action="append", default=[], metavar="FILE.onnx",
                    help="a model that honours the contract (repeat for several models on one decode)")
     p.add_argument("--task", default="", metavar="TASKS",
@@ -63,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
                    help="H.264 encoder of overlay videos: auto (default: the GPU's NVENC on a CUDA run where it "
                         "opens, else x264), libx264 or h264_nvenc")
     p.add_argument("--save-masks", action="store_true", help="camvid: also write class-id masks as PNGs")
+    p.add_argument("--force", action="store_true", help="run inputs again that this command already finished")
+    p.add_argument("--retry-failed", action="store_true", help="run inputs again that failed before (see jobs.json)")
     p.add_argument("--resume", action="store_true",
                    help="carry on an interrupted run of the same command from its last checkpoint, and skip "
                         "inputs it already finished")
@@ -86,23 +92,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge-run: error: {user_line(err)}", file=sys.stderr)
         return err.exit_code
     for s in summaries:
-        for line in warnings(s) if s["status"] != "skipped" else []:
+        for line in warnings(s) if s["status"] == "done" else []:
             print(f"edge-run: warning: {line}", file=sys.stderr)
+    failed = [s for s in summaries if s["status"] == "failed"]
+    for s in failed:
+        print(f"edge-run: error: {s['error']}", file=sys.stderr)
     if args.json:
         json.dump(summaries, sys.stdout, indent=2)
         print()
     elif not args.quiet:
         for s in summaries:
-            if s["status"] == "skipped":
-                print(f"{s['input']}: already done -> {', '.join(s['outputs'].values())}")
-                continue
-            f = s["frames"]
-            corrupt = f", {f['corrupt_skipped']} corrupt skipped" if f["corrupt_skipped"] else ""
-            resumed = f" ({s['resumed']['frames_before']} of them before resuming)" if s["resumed"] else ""
-            print(f"{s['input']}: {f['in_range']} frames{resumed}, {f['processed']} processed{corrupt} "
-                  f"in {s['seconds']['total']:.1f} s ({s['frames_per_s']} frames/s) -> "
-                  f"{', '.join(s['outputs'].values())}")
-    return 0
+            print(line_of(s))
+        if len(summaries) > 1:
+            print(totals_line(summaries, Path(args.out) / "jobs.json"))
+    return SOME_FAILED if failed else 0
+
+
+def line_of(s: dict) -> str:
+    """One input's outcome, in a line."""
+    if s["status"] == "failed":
+        return f"{s['input']}: failed (exit {s['exit_code']})"
+    if s["status"] == "skipped":
+        return f"{s['input']}: already done -> {', '.join(s['outputs'].values())}"
+    f = s["frames"]
+    corrupt = f", {f['corrupt_skipped']} corrupt skipped" if f["corrupt_skipped"] else ""
+    resumed = f" ({s['resumed']['frames_before']} of them before resuming)" if s["resumed"] else ""
+    return (f"{s['input']}: {f['in_range']} frames{resumed}, {f['processed']} processed{corrupt} "
+            f"in {s['seconds']['total']:.1f} s ({s['frames_per_s']} frames/s) -> {', '.join(s['outputs'].values())}")
+
+
+def totals_line(summaries: list[dict], manifest: Path) -> str:
+    """The run as a whole: inputs by outcome, and the frames this run wrote, per second of its inputs' time."""
+    ran = [s for s in summaries if s["status"] == "done"]
+    frames = sum(s["frames"]["in_range"] - (s["resumed"]["frames_before"] if s["resumed"] else 0) for s in ran)
+    seconds = sum(s["seconds"]["total"] for s in ran)
+    counts = {state: sum(s["status"] == state for s in summaries) for state in ("done", "skipped", "failed")}
+    rate = f" ({frames / seconds:.1f} frames/s)" if seconds else ""
+    return (f"{len(summaries)} inputs: {counts['done']} done, {counts['skipped']} already done, "
+            f"{counts['failed']} failed; {frames} frames in {seconds:.1f} s{rate}; see {manifest}")
 
 
 def warnings(summary: dict) -> list[str]:
@@ -132,7 +159,8 @@ def _run(args) -> list[dict]:
         return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
                    decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,
                    start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
-                   precision=args.precision, options=options, resume=args.resume, checkpoint_s=args.checkpoint_every,
+                   precision=args.precision, options=options, resume=args.resume, force=args.force,
+                   retry_failed=args.retry_failed, checkpoint_s=args.checkpoint_every,
                    upload=args.upload, frames_on=args.frames_on, progress=progress,
                    notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 

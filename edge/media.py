@@ -212,10 +212,13 @@ def image_sequence(path: str) -> list[str] | None:
             raise InputError(f"cannot list the images in {path}: {err.strerror}") from None
     else:
         names = glob.glob(path)
-    images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(n)]
+    return natural_order(n for n in names if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(n))
+
+
+def natural_order(names) -> list[str]:
+    """Names sorted as people number things: frame2 before frame10."""
     # splitting on a captured group alternates text and digits: odd parts are the numbers
-    return sorted(images, key=lambda n: [int(part) if i % 2 else part
-                                         for i, part in enumerate(re.split(r"([0-9]+)", n))])
+    return sorted(names, key=lambda n: [int(part) if i % 2 else part for i, part in enumerate(re.split(r"([0-9]+)", n))])
 
 
 def _names_images(path: str) -> bool:

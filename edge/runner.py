@@ -25,6 +25,9 @@ from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError,
 from .frames import Frame
 from .geometry import Preprocessor, planes_size
 from .model import TASKS, Contract, file_sha256, parse
+from .inputs import Job as InputJob
+from .inputs import expand as expand_inputs
+from .manifest import Manifest
 from .pipeline import Pipeline, Stage
 from .resume import Checkpoint, Checkpoints, fingerprint, key_of
 from .sinks import Staging, write_json
@@ -240,16 +243,21 @@ def run(
     precision: str | None = None,
     options: tasks.Options = tasks.Options(),
     resume: bool = False,
+    force: bool = False,
+    retry_failed: bool = False,
     checkpoint_s: float = CHECKPOINT_S,
     upload: str = "auto",
     frames_on: str = "auto",
     progress=None,
     notice=lambda message: None,
 ) -> list[dict]:
-    """Run every model over every input; returns one summary dict per input (also in run.json).
+    """Run every model over every input (see inputs.py for what an input can be); returns one
+    summary dict per input (as in its run.json), and keeps OUT/jobs.json (manifest.py).
 
-    With `resume`, an input whose run was interrupted carries on from its last checkpoint (taken
-    every `checkpoint_s` seconds of video), and one already done with the same command is skipped."""
+    An input already done by the same command is skipped (`force` runs it again), as is one that
+    failed (`retry_failed` runs it again); with `resume`, one whose run was interrupted carries on
+    from its last checkpoint, taken every `checkpoint_s` seconds of video. With several inputs,
+    one that fails is recorded and the others go on; a lone input's error is raised."""
     media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                              stream=stream)
     check_options(batch=batch, options=options, checkpoint_s=checkpoint_s)
@@ -257,10 +265,7 @@ def run(
     with signals_raise():
         loaded = load_models(models, tasks_, backend=backend, device=device, threads=threads, batch=batch,
                              precision=precision, notice=notice)
-        infos = [media.probe(path, stream=stream) for path in inputs]  # every input checked before any work
-        for info in infos:
-            if info.video_streams > 1:
-                notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} (--stream)")
+        jobs = expand_inputs(inputs)
         device_path = for_models([m.backend for m in loaded], frames_on)
         if device_path is None:
             upload = None
@@ -273,22 +278,106 @@ def run(
         settings = Settings(batch=batch or loaded[0].backend.default_batch, decoder=decoder, stride=stride,
                             sample_fps=sample_fps, start_s=start_s, end_s=end_s, precision=precision,
                             checkpoint_s=checkpoint_s, upload=upload, frames_on=frames_on, options=options)
-        on_gpu = any(m.backend.device.startswith("cuda") for m in loaded)
-        plans = []
-        for info in infos:  # every resume checked before any work too
-            folder = Path(out) / media.sequence_name(info.path)
-            identity = run_identity(info, loaded, settings)
-            done = finished(folder, loaded, resume_key=key_of(identity)) if resume else None
+        batch_run = Jobs(loaded, settings, Manifest(Path(out)), out=Path(out), stream=stream, lone=len(jobs) == 1,
+                         device_path=device_path, progress=progress, notice=notice)
+        # every input checked (and every resume) before any work
+        plans = [batch_run.plan(job, resume=resume, force=force, retry_failed=retry_failed) for job in jobs]
+        return [batch_run.execute(plan) for plan in plans]
+
+
+@dataclass
+class Plan:
+    """One input's part in a run: what to do, or what was already known of it."""
+
+    job: InputJob
+    folder: Path
+    info: media.VideoInfo | None = None
+    checkpoints: Checkpoints | None = None
+    encoder: str = "libx264"
+    known: dict | None = None  # the summary of an input not to run: done before, or failed
+
+
+@dataclass
+class Jobs:
+    """The inputs of one run, each planned, then run, with the manifest kept up to date."""
+
+    models: list[Model]
+    settings: Settings
+    manifest: Manifest
+    out: Path
+    stream: int
+    lone: bool  # a lone input's error is the run's error; of several, each fails on its own
+    device_path: DevicePath | None
+    progress: object
+    notice: object
+
+    def plan(self, job: InputJob, *, resume: bool, force: bool, retry_failed: bool) -> Plan:
+        folder = self.out / job.name
+        command = key_of(self.command())
+        before = self.manifest.get(job.key)
+        # of several inputs, one that failed before is left alone unless asked (a lone one is
+        # what the user means to run; one that can resume is resumed)
+        if (before.get("state") == "failed" and before.get("command") == command and not self.lone
+                and not (retry_failed or resume)):
+            self.notice(f"{job.path} failed before ({before.get('error')}); skipped: --retry-failed runs it again")
+            return Plan(job, folder, known=failed_summary(job, before))
+        try:
+            info = media.probe(job.path, stream=self.stream)
+            if info.video_streams > 1:
+                self.notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} "
+                            f"(--stream)")
+            identity = run_identity(info, self.models, self.settings)
+            done = None if force else finished(folder, self.models, resume_key=key_of(identity))
             if done is not None:
-                notice(f"{info.path}: already done with these options, in {folder}; skipped")
-            checkpoints = Checkpoints(folder, identity, {m.folder_name: m.contract.task for m in loaded})
-            if done is None:
-                checkpoints.open(resume=resume, notice=notice)
-            encoder = writer.pick_encoder(options.encoder, on_gpu=on_gpu, size=(info.width, info.height))
-            plans.append((info, checkpoints, done, encoder))
-        return [done or run_one(info, loaded, checkpoints, settings, device_path=device_path, encoder=encoder,
-                                progress=progress)
-                for info, checkpoints, done, encoder in plans]
+                self.notice(f"{info.path}: already done with these options, in {folder}; skipped (--force runs it "
+                            f"again)")
+                return Plan(job, folder, known=done)
+            checkpoints = Checkpoints(folder, identity, {m.folder_name: m.contract.task for m in self.models})
+            checkpoints.open(resume=resume, notice=self.notice)
+            on_gpu = any(m.backend.device.startswith("cuda") for m in self.models)
+            encoder = writer.pick_encoder(self.settings.options.encoder, on_gpu=on_gpu, size=(info.width, info.height))
+        except EdgeError as err:
+            if self.lone:
+                raise
+            return Plan(job, folder, known=self.failed(job, folder, err))
+        self.manifest.update(job.key, input=job.key, output=str(folder), state="pending", command=command,
+                             error=None, exit_code=None)
+        return Plan(job, folder, info, checkpoints, encoder)
+
+    def execute(self, plan: Plan) -> dict:
+        if plan.known is not None:
+            return plan.known
+        key = plan.job.key
+        self.manifest.update(key, state="running", started_at=now_iso(), finished_at=None)
+        try:
+            summary = run_one(plan.info, self.models, plan.checkpoints, self.settings, device_path=self.device_path,
+                              encoder=plan.encoder, progress=self.progress)
+        except (Interrupted, KeyboardInterrupt):
+            self.manifest.update(key, state="interrupted", finished_at=now_iso())
+            raise
+        except EdgeError as err:
+            if self.lone:
+                self.failed(plan.job, plan.folder, err)
+                raise
+            return self.failed(plan.job, plan.folder, err)
+        self.manifest.update(key, state="done", finished_at=now_iso(), seconds=summary["seconds"]["total"],
+                             frames=summary["frames"]["in_range"], frames_per_s=summary["frames_per_s"])
+        return summary
+
+    def command(self) -> dict:
+        """What, besides the input, makes a run the same run."""
+        return {"models": {m.folder_name: m.sha256 for m in self.models}, "settings": self.settings.record(),
+                "edge": __version__}
+
+    def failed(self, job: InputJob, folder: Path, err: EdgeError) -> dict:
+        self.manifest.update(job.key, input=job.key, output=str(folder), state="failed", command=key_of(self.command()),
+                             error=user_line(err), exit_code=err.exit_code, finished_at=now_iso())
+        return failed_summary(job, self.manifest.get(job.key))
+
+
+def failed_summary(job: InputJob, record: dict) -> dict:
+    return {"status": "failed", "input": job.key, "error": record.get("error"), "exit_code": record.get("exit_code"),
+            "outputs": {}}
 
 
 def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S) -> None:

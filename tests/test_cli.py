@@ -181,7 +181,9 @@ def test_an_empty_time_range_writes_nothing(tmp_path, capsys, clip, models):
     code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.camvid(), "--start", "50",
                             "--out", tmp_path / "out")
     assert code == 3 and "no frames to process" in only_line(err)
-    assert written(tmp_path / "out") == []
+    assert written(tmp_path / "out") == [tmp_path / "out" / "jobs.json"]  # which records the failure, and nothing else
+    (job,) = json.loads((tmp_path / "out" / "jobs.json").read_text())["jobs"].values()
+    assert job["state"] == "failed" and job["exit_code"] == 3 and "no frames to process" in job["error"]
 
 
 def test_a_failing_stage_is_named_and_leaves_only_its_record(tmp_path, capsys, clip, models):
@@ -201,7 +203,7 @@ def test_a_failing_stage_is_named_and_leaves_only_its_record(tmp_path, capsys, c
                             "--batch", "1")
     line = only_line(err)
     assert code == 4 and "class id 3" in line and "stage 'postprocess', frame 5" in line
-    (record,) = written(tmp_path / "out")
+    (record,) = [p for p in written(tmp_path / "out") if p.name != "jobs.json"]
     assert record.name == "run.json"
     stop = json.loads(record.read_text())
     assert stop["status"] == "failed" and "class id 3" in stop["error"] and stop["files"] == []
