@@ -1,0 +1,120 @@
+"""Many inputs in one run: what the arguments name, jobs.json, failures that stop only themselves,
+and reruns that skip what is done."""
+
+import json
+import os
+
+import cv2
+import pytest
+
+from edge.cli import main
+from edge.errors import UsageError
+from edge.inputs import expand
+from tests.makers_clips import make_clip, ramp, solid
+
+
+def clip(path, n=6):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_clip(path, ramp(n), fps=25)
+    return path
+
+
+def jobs_of(out):
+    return json.loads((out / "jobs.json").read_text())
+
+
+def test_arguments_expand_to_one_job_per_input_with_its_own_folder(tmp_path):
+    folder = tmp_path / "clips"
+    for relative in ("day1/a.mp4", "day1/clip10.mkv", "day1/clip2.mkv", "day2/a.mp4", "notes.txt"):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(b"x")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "f1.png").write_bytes(b"x")
+    other = tmp_path / "other" / "a.mp4"
+    other.parent.mkdir()
+    other.write_bytes(b"x")
+    listing = tmp_path / "lists" / "inputs.txt"
+    listing.parent.mkdir()
+    listing.write_text("# the rest\n\n../other/a.mp4\n" + str(frames) + "\n")
+
+    jobs = expand([str(folder), f"@{listing}", str(folder / "day2" / "a.mp4")])  # the last one is a repeat
+    assert [j.name for j in jobs] == ["day1/a", "day1/clip2", "day1/clip10", "day2/a", "a", "frames"]
+    assert jobs[4].path.endswith(os.path.join("lists", "..", "other", "a.mp4"))
+    assert jobs[5].path == str(frames)  # a folder without videos: its images, as one sequence
+
+    same = expand([str(folder / "day1" / "a.mp4"), str(other)])
+    assert len({j.name for j in same}) == 2 and all(j.name.startswith("a-") for j in same)
+    assert expand([str(folder / "day1" / "*.mkv")])[0].name == "clip2"  # a quoted glob of videos
+    with pytest.raises(UsageError, match="cannot read the list @"):
+        expand([f"@{tmp_path / 'missing.txt'}"])
+
+
+def test_a_failing_input_stops_only_itself_and_reruns_skip_what_is_done(tmp_path, models, capsys):
+    inputs = tmp_path / "inputs"
+    clip(inputs / "a.mp4")
+    clip(inputs / "sub" / "b.mp4")
+    broken = inputs / "c.mp4"
+    broken.write_bytes(os.urandom(2000))
+    out = tmp_path / "out"
+    argv = [str(inputs), "--model", models.planet(), "--out", str(out)]
+
+    assert main(argv) == 7
+    captured = capsys.readouterr()
+    assert captured.err.count("edge-run: error:") == 1 and "c.mp4" in captured.err
+    assert "3 inputs: 2 done, 0 already done, 1 failed; 12 frames" in captured.out
+    jobs = jobs_of(out)
+    states = {os.path.basename(k): j["state"] for k, j in jobs["jobs"].items()}
+    assert states == {"a.mp4": "done", "b.mp4": "done", "c.mp4": "failed"}
+    failed = jobs["jobs"][str(broken)]
+    assert failed["exit_code"] == 3 and "c.mp4" in failed["error"] and failed["output"] == str(out / "c")
+    assert jobs["totals"]["done"] == 2 and jobs["totals"]["frames"] == 12
+    assert (out / "sub" / "b" / "planet" / "timeline.csv").exists()
+    stamp = (out / "a" / "planet" / "scores.csv").stat().st_mtime_ns
+
+    assert main(argv) == 7  # the failure stands; nothing is run again
+    err = capsys.readouterr().err
+    assert err.count("already done") == 2 and "failed before" in err and "--retry-failed" in err
+    assert (out / "a" / "planet" / "scores.csv").stat().st_mtime_ns == stamp
+
+    clip(broken)  # mended
+    assert main(argv + ["--retry-failed"]) == 0
+    assert jobs_of(out)["jobs"][str(broken)]["state"] == "done"
+    assert main(argv + ["--force", "--quiet"]) == 0
+    assert (out / "a" / "planet" / "scores.csv").stat().st_mtime_ns != stamp
+
+
+def test_a_lone_input_that_failed_before_is_run_again(tmp_path, models, capsys):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not yet a video")
+    argv = [str(video), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 3
+    clip(video)
+    assert main(argv) == 0
+    (job,) = jobs_of(tmp_path / "out")["jobs"].values()
+    assert job["state"] == "done" and job["frames"] == 6 and job["error"] is None
+
+
+def test_an_interrupted_input_is_recorded_and_the_rest_stay_pending(tmp_path, models, monkeypatch):
+    from edge import runner
+
+    for name in ("a", "b", "c"):
+        clip(tmp_path / "in" / f"{name}.mp4")
+    real = runner.run_one
+
+    def run_one(info, *args, **kwargs):
+        if info.path.endswith("b.mp4"):
+            raise KeyboardInterrupt
+        return real(info, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_one", run_one)
+    assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 130
+    states = {os.path.basename(k): j["state"] for k, j in jobs_of(tmp_path / "out")["jobs"].items()}
+    assert states == {"a.mp4": "done", "b.mp4": "interrupted", "c.mp4": "pending"}
+
+
+def test_images_in_a_folder_of_videos_are_left_alone(tmp_path, models):
+    clip(tmp_path / "in" / "a.mp4")
+    cv2.imwrite(str(tmp_path / "in" / "cover.png"), solid(48, 64, (1, 2, 3)))
+    assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert [os.path.basename(k) for k in jobs_of(tmp_path / "out")["jobs"]] == ["a.mp4"]
