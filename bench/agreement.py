@@ -82,7 +82,8 @@ def main(argv=None) -> int:
                           "goal": f"{GOALS[task][0]} {'<=' if task == 'biwi' else '>='} {GOALS[task][1]}",
                           "met": met(task, figures)}
     (args.out / "agreement.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["# fp16 against fp32", "", "| model | task | frames | agreement | goal | met |", "|---|---|---|---|---|---|"]
+    lines = ["# fp16 against fp32", "", "| model | task | frames | agreement | goal | met |",
+             "|---|---|---|---|---|---|"]
     for model, r in results.items():
         key = GOALS[r["task"]][0]
         lines.append(f"| {Path(model).name} | {r['task']} | {r['frames']} | {key} {r[key]:.4f} | {r['goal']} | "

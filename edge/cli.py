@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
                    help="H.264 encoder of overlay videos: auto (default: the GPU's NVENC on a CUDA run where it "
                         "opens, else x264), libx264 or h264_nvenc")
     p.add_argument("--save-masks", action="store_true", help="camvid: also write class-id masks as PNGs")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="inputs processed side by side (default 1), sharing the loaded models and dividing the "
+                        "cores between their decoders and encoders")
     p.add_argument("--force", action="store_true", help="run inputs again that this command already finished")
     p.add_argument("--retry-failed", action="store_true", help="run inputs again that failed before (see jobs.json)")
     p.add_argument("--resume", action="store_true",
@@ -161,7 +164,7 @@ def _run(args) -> list[dict]:
                    start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
                    precision=args.precision, options=options, resume=args.resume, force=args.force,
                    retry_failed=args.retry_failed, checkpoint_s=args.checkpoint_every,
-                   upload=args.upload, frames_on=args.frames_on, progress=progress,
+                   upload=args.upload, frames_on=args.frames_on, jobs=args.jobs, progress=progress,
                    notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 

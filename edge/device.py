@@ -83,8 +83,9 @@ class DevicePath:
         self.torch = torch
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
-        self._streams = threading.local()
-        self._staging = None  # the pinned host buffer uploads go through, grown when needed
+        # each stage thread (of each job, when several run at once) has its own stream and its
+        # own pinned host buffer that uploads go through, grown when needed
+        self._local = threading.local()
 
     @contextmanager
     def stage(self):
@@ -92,9 +93,9 @@ class DevicePath:
         if not self.cuda:
             yield
             return
-        stream = getattr(self._streams, "stream", None)
+        stream = getattr(self._local, "stream", None)
         if stream is None:
-            stream = self._streams.stream = self.torch.cuda.Stream(self.device)
+            stream = self._local.stream = self.torch.cuda.Stream(self.device)
         with self.torch.cuda.stream(stream):
             yield
         stream.synchronize()
@@ -107,9 +108,10 @@ class DevicePath:
             return torch.from_numpy(np.stack(images))
         shape = (len(images), *images[0].shape)
         count = int(np.prod(shape))
-        if self._staging is None or self._staging.numel() < count:
-            self._staging = torch.empty(count, dtype=torch.uint8, pin_memory=True)
-        staging = self._staging[:count].view(shape)
+        staging = getattr(self._local, "staging", None)
+        if staging is None or staging.numel() < count:
+            staging = self._local.staging = torch.empty(count, dtype=torch.uint8, pin_memory=True)
+        staging = staging[:count].view(shape)
         np.stack(images, out=staging.numpy())
         return staging.to(self.device, non_blocking=True)
 

@@ -52,4 +52,5 @@ class Manifest:
             partial.write_text(json.dumps({"jobs": self.jobs, "totals": self.totals()}, indent=2) + "\n")
             os.replace(partial, self.path)
         except OSError as err:
-            raise OutputError(f"cannot write to {self.path.parent}: {err.strerror or err}; choose another --out") from err
+            raise OutputError(f"cannot write to {self.path.parent}: {err.strerror or err}; "
+                              f"choose another --out") from err

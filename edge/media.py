@@ -160,6 +160,7 @@ def read_frames(
     stats: DecodeStats | None = None,
     stream: int = 0,
     resume_after: int = -1,
+    threads: int | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of `path` with pts in [start_s, end_s), upright RGB.
 
@@ -171,7 +172,8 @@ def read_frames(
     every frame does. Frames up to index
     `resume_after` are decoded but not yielded nor converted: selection, times and `stats`
     then go on exactly as in a whole read, which a resumed run needs. Options are checked
-    here; the file is opened on the first `next()`.
+    here; the file is opened on the first `next()`. `threads` caps PyAV's decoding threads
+    (None: FFmpeg's own choice), for several decodes sharing a machine.
     """
     select = check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                                 stream=stream)
@@ -182,7 +184,7 @@ def read_frames(
         return _image_frames(os.fspath(path), images, start_s, end_s, select, pixels, stats, resume_after)
     if decoder == "opencv":
         return _opencv_frames(os.fspath(path), start_s, end_s, select, pixels, stats, resume_after)
-    return _pyav_frames(os.fspath(path), start_s, end_s, select, pixels, stats, stream, resume_after)
+    return _pyav_frames(os.fspath(path), start_s, end_s, select, pixels, stats, stream, resume_after, threads)
 
 
 def check_read_options(*, decoder: str, start_s: float | None, end_s: float | None, stride: int,
@@ -218,7 +220,8 @@ def image_sequence(path: str) -> list[str] | None:
 def natural_order(names) -> list[str]:
     """Names sorted as people number things: frame2 before frame10."""
     # splitting on a captured group alternates text and digits: odd parts are the numbers
-    return sorted(names, key=lambda n: [int(part) if i % 2 else part for i, part in enumerate(re.split(r"([0-9]+)", n))])
+    return sorted(names, key=lambda n: [int(part) if i % 2 else part
+                                        for i, part in enumerate(re.split(r"([0-9]+)", n))])
 
 
 def _names_images(path: str) -> bool:
@@ -304,10 +307,12 @@ class _Selector:
         return True
 
 
-def _pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_after) -> Iterator[Frame]:
+def _pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_after, threads) -> Iterator[Frame]:
     with open_input(path) as container:
         stream = _video_stream(container, path, index)
         stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
         size = None
         sar = _stretch(stream.sample_aspect_ratio)
         timed = _in_time_order(_deinterlaced(_decoded(container, stream, stats), stream))

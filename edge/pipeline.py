@@ -62,7 +62,8 @@ class Pipeline:
 
     def wait(self, on_tick: Callable[[], None] = lambda: None) -> None:
         """Block until every stage ends; raise the first failure. Ctrl-C and SIGTERM arrive here,
-        in the main thread, so the short joins keep it responsive."""
+        in the main thread, so the short joins keep it responsive; a pipeline waited on in
+        another thread (a job among several) is stopped by what `on_tick` raises."""
         try:
             for stage in self.stages:
                 while stage.thread.is_alive():

@@ -82,11 +82,14 @@ class Checkpoint:
 class Checkpoints:
     """The resume state of one input's outputs, in OUT/<video>/.edge-resume/."""
 
-    def __init__(self, folder: Path, identity: dict, model_tasks: dict[str, str]):
+    def __init__(self, folder: Path, identity: dict, model_tasks: dict[str, str], *,
+                 encoder_threads: int | None = None):
         # one state per set of models, so a run of other models over the same input leaves it be
         self.dir = Path(folder) / RESUME_DIR / "+".join(sorted(model_tasks))
         self.folder = Path(folder)
-        self.identity = json.loads(json.dumps(identity))  # as it will read back: lists, not tuples
+        self.key = key_of(identity)  # what run.json keeps, to know a finished run of the same command
+        # x264's output depends on its threads, so a resume must also encode with as many
+        self.identity = json.loads(json.dumps({**identity, "encoder_threads": encoder_threads}))  # lists, not tuples
         self.model_tasks = model_tasks  # output folder name → task, to read held results back
         self.serial = 0  # of the checkpoint last saved or resumed; 0 while there is none
         self.reached_s: float | None = None  # the time of its last frame

@@ -4,6 +4,7 @@ decode → batch (preprocess the selected frames) → infer → postprocess → 
 thread (see pipeline.py). Several models share one decode; each gets its own output folder.
 """
 
+import concurrent.futures
 import dataclasses
 import datetime
 import json
@@ -11,6 +12,7 @@ import math
 import os
 import platform
 import signal
+import threading
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -20,15 +22,16 @@ import cv2
 import numpy as np
 
 from . import __version__, backends, media, tasks, writer
+from .backends.ort import usable_cores
 from .device import DevicePath, finite_rows, for_models, host, host_rgb
 from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, UsageError, user_line
 from .frames import Frame
 from .geometry import Preprocessor, planes_size
-from .model import TASKS, Contract, file_sha256, parse
 from .inputs import Job as InputJob
 from .inputs import expand as expand_inputs
 from .manifest import Manifest
-from .pipeline import Pipeline, Stage
+from .model import TASKS, Contract, file_sha256, parse
+from .pipeline import POLL_S, Pipeline, Stage
 from .resume import Checkpoint, Checkpoints, fingerprint, key_of
 from .sinks import Staging, write_json
 
@@ -248,6 +251,7 @@ def run(
     checkpoint_s: float = CHECKPOINT_S,
     upload: str = "auto",
     frames_on: str = "auto",
+    jobs: int = 1,
     progress=None,
     notice=lambda message: None,
 ) -> list[dict]:
@@ -262,10 +266,12 @@ def run(
                              stream=stream)
     check_options(batch=batch, options=options, checkpoint_s=checkpoint_s)
     media.check_choice("upload", upload, UPLOADS)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
     with signals_raise():
         loaded = load_models(models, tasks_, backend=backend, device=device, threads=threads, batch=batch,
                              precision=precision, notice=notice)
-        jobs = expand_inputs(inputs)
+        inputs_jobs = expand_inputs(inputs)
         device_path = for_models([m.backend for m in loaded], frames_on)
         if device_path is None:
             upload = None
@@ -278,11 +284,14 @@ def run(
         settings = Settings(batch=batch or loaded[0].backend.default_batch, decoder=decoder, stride=stride,
                             sample_fps=sample_fps, start_s=start_s, end_s=end_s, precision=precision,
                             checkpoint_s=checkpoint_s, upload=upload, frames_on=frames_on, options=options)
-        batch_run = Jobs(loaded, settings, Manifest(Path(out)), out=Path(out), stream=stream, lone=len(jobs) == 1,
-                         device_path=device_path, progress=progress, notice=notice)
+        jobs = min(jobs, len(inputs_jobs))
+        batch_run = Jobs(loaded, settings, Manifest(Path(out)), out=Path(out), stream=stream,
+                         lone=len(inputs_jobs) == 1, device_path=device_path, progress=progress, notice=notice,
+                         # jobs side by side divide the cores between their decoders and encoders
+                         threads=None if jobs == 1 else max(1, usable_cores() // jobs))
         # every input checked (and every resume) before any work
-        plans = [batch_run.plan(job, resume=resume, force=force, retry_failed=retry_failed) for job in jobs]
-        return [batch_run.execute(plan) for plan in plans]
+        plans = [batch_run.plan(job, resume=resume, force=force, retry_failed=retry_failed) for job in inputs_jobs]
+        return batch_run.execute_all(plans, jobs)
 
 
 @dataclass
@@ -310,6 +319,9 @@ class Jobs:
     device_path: DevicePath | None
     progress: object
     notice: object
+    threads: int | None = None  # each job's decoder and encoder threads; None: theirs to choose
+    cancel: threading.Event = field(default_factory=threading.Event)
+    written: dict = field(default_factory=dict)  # frames written so far, per running job
 
     def plan(self, job: InputJob, *, resume: bool, force: bool, retry_failed: bool) -> Plan:
         folder = self.out / job.name
@@ -332,7 +344,8 @@ class Jobs:
                 self.notice(f"{info.path}: already done with these options, in {folder}; skipped (--force runs it "
                             f"again)")
                 return Plan(job, folder, known=done)
-            checkpoints = Checkpoints(folder, identity, {m.folder_name: m.contract.task for m in self.models})
+            checkpoints = Checkpoints(folder, identity, {m.folder_name: m.contract.task for m in self.models},
+                                      encoder_threads=self.threads)
             checkpoints.open(resume=resume, notice=self.notice)
             on_gpu = any(m.backend.device.startswith("cuda") for m in self.models)
             encoder = writer.pick_encoder(self.settings.options.encoder, on_gpu=on_gpu, size=(info.width, info.height))
@@ -344,14 +357,46 @@ class Jobs:
                              error=None, exit_code=None)
         return Plan(job, folder, info, checkpoints, encoder)
 
+    def execute_all(self, plans: list[Plan], jobs: int) -> list[dict]:
+        """Every plan, `jobs` at a time. Each job's pipeline waits in its own worker thread;
+        Ctrl-C and SIGTERM arrive in this one, which then stops them all and waits for them to
+        record where they got before raising."""
+        if jobs == 1:
+            return [self.execute(plan) for plan in plans]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="edge-job") as pool:
+            futures = [pool.submit(self.execute, plan) for plan in plans]
+            try:
+                while not all(f.done() for f in futures):
+                    concurrent.futures.wait(futures, timeout=POLL_S * 4, return_when=concurrent.futures.FIRST_EXCEPTION)
+                    if any(f.done() and f.exception() for f in futures):
+                        break  # a job's own failure (an input's is its summary) stops the others
+            finally:
+                self.stop(futures)
+            errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+            if errors:  # the first cause, rather than the stops it caused
+                raise next((e for e in errors if not isinstance(e, Interrupted)), errors[0])
+            return [f.result() for f in futures]
+
+    def stop(self, futures) -> None:
+        """Jobs not started stay pending; running ones stop at their next tick and record it."""
+        if all(f.done() for f in futures):
+            return
+        self.cancel.set()
+        for future in futures:
+            future.cancel()
+        concurrent.futures.wait(futures)
+
     def execute(self, plan: Plan) -> dict:
         if plan.known is not None:
             return plan.known
+        if self.cancel.is_set():
+            raise Interrupted(signal.SIGINT)
         key = plan.job.key
         self.manifest.update(key, state="running", started_at=now_iso(), finished_at=None)
         try:
             summary = run_one(plan.info, self.models, plan.checkpoints, self.settings, device_path=self.device_path,
-                              encoder=plan.encoder, progress=self.progress)
+                              encoder=plan.encoder, progress=self.report(key), threads=self.threads,
+                              cancel=self.cancel)
         except (Interrupted, KeyboardInterrupt):
             self.manifest.update(key, state="interrupted", finished_at=now_iso())
             raise
@@ -363,6 +408,17 @@ class Jobs:
         self.manifest.update(key, state="done", finished_at=now_iso(), seconds=summary["seconds"]["total"],
                              frames=summary["frames"]["in_range"], frames_per_s=summary["frames_per_s"])
         return summary
+
+    def report(self, key: str):
+        """The progress callback of one job: with several at once, the bar counts all their frames."""
+        if self.progress is None or self.threads is None:
+            return self.progress
+
+        def progress(written: int, expected: int | None) -> None:
+            self.written[key] = written
+            self.progress(sum(self.written.values()), None)
+
+        return progress
 
     def command(self) -> dict:
         """What, besides the input, makes a run the same run."""
@@ -388,7 +444,8 @@ def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S) -> None:
     if options.threshold is not None and not 0 <= options.threshold <= 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {options.threshold}")
     if options.preset not in writer.X264_PRESETS:
-        raise UsageError(f"--preset {options.preset!r} is not an x264 preset; allowed: {', '.join(writer.X264_PRESETS)}")
+        raise UsageError(f"--preset {options.preset!r} is not an x264 preset; "
+                         f"allowed: {', '.join(writer.X264_PRESETS)}")
     if options.min_duration_s < 0:
         raise UsageError(f"--min-duration must be 0 or more seconds, got {options.min_duration_s}")
     if not 0 < checkpoint_s < math.inf:
@@ -423,7 +480,8 @@ def finished(folder: Path, models: list[Model], *, resume_key: str) -> dict | No
 
 
 def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints, settings: Settings, *,
-            device_path: DevicePath | None, encoder: str, progress) -> dict:
+            device_path: DevicePath | None, encoder: str, progress, threads: int | None = None,
+            cancel: threading.Event | None = None) -> dict:
     started_at = datetime.datetime.now(datetime.timezone.utc)
     wall, cpu = time.perf_counter(), time.process_time()
     stats = media.DecodeStats()
@@ -446,18 +504,25 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
                 sample_fps=s.sample_fps, stats=stats,
                 pixels=pixels_for((m.contract.task for m in models), on_device=device_path is not None,
                                   upload=s.upload),
-                stream=info.stream, resume_after=resume_after)),
+                stream=info.stream, resume_after=resume_after, threads=threads)),
             Stage("preprocess", lambda frames: batch_frames(frames, models, s.batch, device_path)),
             Stage("infer", lambda batches: infer(batches, models, device_path)),
             Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed, device_path)),
             Stage("sinks", lambda batches: write_sinks(batches, models, stagings, tally, Outputs(
-                info, s, start_s, checkpoints, device_path))),
+                info, s, start_s, checkpoints, device_path, threads))),
         ]
         pipeline = Pipeline(stages)
         expected = expected_frames(info, s.start_s, s.end_s)
         with opencv_threads(1 if all(m.backend.device == "cpu" for m in models) else None):
             pipeline.start()
-            pipeline.wait(on_tick=(lambda: progress(tally.written, expected)) if progress else (lambda: None))
+
+            def tick() -> None:
+                if cancel is not None and cancel.is_set():  # the run is stopping: another job was interrupted
+                    raise Interrupted(signal.SIGINT)
+                if progress:
+                    progress(tally.written, expected)
+
+            pipeline.wait(on_tick=tick)
         if tally.written == 0:
             if s.start_s is not None or s.end_s is not None:
                 raise InputError(f"{info.path}: no frames to process between --start and --end; check the times")
@@ -490,7 +555,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             "processed_per_s": round((tally.processed - (resumed.position["processed"] if resumed else 0)) / elapsed,
                                      2),
             "tool": TOOL,
-            "resume_key": key_of(checkpoints.identity),
+            "resume_key": checkpoints.key,
             "started_at": started_at.isoformat(timespec="seconds"),
             "finished_at": now_iso(),
             "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
@@ -749,6 +814,7 @@ class Outputs:
     start_s: float  # output times are input times minus this
     checkpoints: Checkpoints
     device_path: DevicePath | None = None
+    threads: int | None = None  # the encoder's
 
 
 def write_sinks(batches, models: list[Model], stagings: dict[str, Staging], tally: Tally, outputs: Outputs):
@@ -778,7 +844,8 @@ def _write_sinks(batches, models, stagings, tally: Tally, outputs: Outputs):
         for model in models:
             name = model.folder_name
             ctx = tasks.SinkContext(stagings[name].dir, model.contract, video, settings.options, outputs.start_s,
-                                    settings.end_s, outputs.device_path.device if outputs.device_path else None)
+                                    settings.end_s, outputs.device_path.device if outputs.device_path else None,
+                                    outputs.threads)
             sinks[name] = tasks.module(model.contract.task).sinks(ctx)
             if resumed:
                 for sink, state in zip(sinks[name], resumed.models[name]["sinks"], strict=True):

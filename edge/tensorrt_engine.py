@@ -9,6 +9,7 @@ edge a CUDA binding of its own.
 
 import fnmatch
 import os
+import threading
 
 import numpy as np
 
@@ -114,6 +115,7 @@ class EngineRunner:
         self.output_dtypes = {n: _torch_dtype(torch, trt.nptype(self.engine.get_tensor_dtype(n))) for n in self.outputs}
         # A stream of our own: TensorRT syncs extra on the default stream, and warns about it.
         self.stream = torch.cuda.Stream()
+        self.lock = threading.Lock()  # one execution context: jobs side by side take turns
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The first output for `batch`, whose size must lie within the engine's profile."""
@@ -123,6 +125,10 @@ class EngineRunner:
 
     def run_tensor(self, pixels):
         """As `run`, from a CUDA tensor to a CUDA tensor, finished when it returns."""
+        with self.lock:
+            return self._run(pixels)
+
+    def _run(self, pixels):
         torch, context = self.torch, self.context
         self.stream.wait_stream(torch.cuda.current_stream())  # whatever made `pixels` comes first
         with torch.cuda.stream(self.stream):  # allocations and the engine share one stream

@@ -96,6 +96,7 @@ class VideoWriter:
         crf: int = 20,
         preset: str = "ultrafast",
         encoder: str = "libx264",
+        threads: int | None = None,
         resume: dict | None = None,
     ):
         for name, value in (("width", width), ("height", height)):
@@ -122,7 +123,9 @@ class VideoWriter:
         self._time_base = Fraction(time_base)
         self._start_s, self._end_s = start_s, end_s
         self._encoder_name = encoder
-        self._options = ({"crf": str(crf), "preset": preset} if encoder == "libx264"
+        # x264's threads change its output, so a resumed run must use the same number (None: x264's own)
+        self._options = ({"crf": str(crf), "preset": preset, **({"threads": str(threads)} if threads else {})}
+                         if encoder == "libx264"
                          # constant quality, as x264's crf: without b=0 FFmpeg caps NVENC at 2 Mb/s
                          else {"preset": NVENC_PRESETS[preset], "rc": "vbr", "cq": str(crf), "b": "0"})
         self._audio_from = os.fspath(audio_from) if audio_from is not None and _has_audio(audio_from) else None

@@ -177,10 +177,10 @@ def test_cuda_uploads_go_through_one_pinned_buffer():
     path = on("cuda")
     with path.stage():
         first = path.upload(frames(4))
-    buffer = path._staging
+    buffer = path._local.staging
     with path.stage():
         second = path.upload(frames(2))
-    assert path._staging is buffer and buffer.is_pinned()
+    assert path._local.staging is buffer and buffer.is_pinned()
     assert first.device.type == "cuda" and (host(second) == np.stack(frames(2))).all()
 
 

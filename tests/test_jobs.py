@@ -118,3 +118,39 @@ def test_images_in_a_folder_of_videos_are_left_alone(tmp_path, models):
     cv2.imwrite(str(tmp_path / "in" / "cover.png"), solid(48, 64, (1, 2, 3)))
     assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert [os.path.basename(k) for k in jobs_of(tmp_path / "out")["jobs"]] == ["a.mp4"]
+
+
+def test_jobs_side_by_side_give_every_input_its_outputs(tmp_path, models):
+    for name in ("a", "b", "c"):
+        make_clip(tmp_path / "in" / f"{name}.mp4", [solid(48, 64, (40 * i, 0, 0)) for i in range(8)], fps=25,
+                  audio=True) if (tmp_path / "in").mkdir(exist_ok=True) is None else None
+    common = [str(tmp_path / "in"), "--model", models.camvid(), "--model", models.planet(), "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "one")]) == 0
+    assert main(common + ["--out", str(tmp_path / "three"), "--jobs", "3"]) == 0
+    for name in ("a", "b", "c"):
+        for table in ("camvid/classes.csv", "planet/scores.csv", "planet/timeline.csv"):
+            assert (tmp_path / "three" / name / table).read_bytes() == (tmp_path / "one" / name / table).read_bytes()
+        record = json.loads((tmp_path / "three" / name / "camvid" / "run.json").read_text())
+        assert record["frames"]["in_range"] == 8
+    assert jobs_of(tmp_path / "three")["totals"]["done"] == 3
+
+
+def test_a_signal_stops_every_job_promptly_and_each_records_where_it_got(tmp_path, models, monkeypatch):
+    import signal
+    import threading
+    import time
+
+    from edge import sinks
+
+    for name in "abcd":
+        clip(tmp_path / "in" / f"{name}.mp4", n=60)
+    real = sinks.CsvSink.write
+    monkeypatch.setattr(sinks.CsvSink, "write", lambda self, frame, result: (time.sleep(0.02), real(self, frame,
+                                                                                                       result)))
+    threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    started = time.monotonic()
+    code = main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--jobs", "2",
+                 "--quiet"])
+    assert code == 143 and time.monotonic() - started < 10
+    states = [j["state"] for j in jobs_of(tmp_path / "out")["jobs"].values()]
+    assert "running" not in states and states.count("interrupted") >= 1 and "pending" in states

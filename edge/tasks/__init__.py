@@ -44,6 +44,7 @@ class SinkContext:
     start_s: float  # output video times are shifted by this (the --start of the run)
     end_s: float | None
     device: object = None  # the torch device frames went to, for a task that draws there
+    threads: int | None = None  # the encoder's, where several jobs share the machine
 
 
 def module(task: str):
