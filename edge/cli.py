@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"edge-run: warning: {line}", file=sys.stderr)
     failed = [s for s in summaries if s["status"] == "failed"]
     for s in failed:
-        print(f"edge-run: error: {s['error']}", file=sys.stderr)
+        earlier = " (recorded by an earlier run; --retry-failed runs it again)" if s["earlier"] else ""
+        print(f"edge-run: error: {s['error']}{earlier}", file=sys.stderr)
     if args.json:
         json.dump(summaries, sys.stdout, indent=2)
         print()
@@ -174,6 +176,7 @@ class _progress:
     def __init__(self, *, enabled: bool):
         self.enabled = enabled
         self.bar = None
+        self.lock = threading.Lock()
 
     def __enter__(self):
         if not self.enabled:
@@ -184,9 +187,10 @@ class _progress:
         return self.update
 
     def update(self, written: int, expected: int | None) -> None:
-        if expected and self.bar.total != expected:
-            self.bar.total = expected
-        self.bar.update(written - self.bar.n)
+        with self.lock:  # jobs side by side report from their own threads
+            if expected and self.bar.total != expected:
+                self.bar.total = expected
+            self.bar.update(written - self.bar.n)
 
     def __exit__(self, *exc):
         if self.bar is not None:

@@ -74,5 +74,12 @@ class Interrupted(EdgeError):
         super().__init__("interrupted")
         self.exit_code = 128 + signum
 
+    resumable_inputs = 0  # of several inputs side by side, how many kept a checkpoint
+
     def __str__(self) -> str:
-        return "interrupted" if self.resume_from_s is not None else "interrupted; no partial outputs were kept"
+        if self.resume_from_s is not None:
+            return "interrupted"
+        if self.resumable_inputs:
+            return (f"interrupted; {self.resumable_inputs} of the inputs keep their outputs so far: give the same "
+                    f"command with --resume to carry on")
+        return "interrupted; no partial outputs were kept"

@@ -4,11 +4,15 @@ Per input (keyed by its full path): state (pending, running, done, failed, inter
 output folder, the error line and exit code of a failure, when it started and finished, its
 frames and frames/s, and the identity of the run that made it (resume_key). The file is
 written anew, atomically, at every change, so it can be read at any moment, and a later run
-into the same OUT reads it to know what is done and what failed.
+into the same OUT reads it to know what is done and what failed; two runs into one OUT at
+once keep each other's records.
 """
 
+import contextlib
+import fcntl
 import json
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -22,35 +26,62 @@ class Manifest:
     def __init__(self, root: Path):
         self.path = Path(root) / NAME
         self._lock = threading.Lock()
-        try:
-            self.jobs: dict[str, dict] = json.loads(self.path.read_text())["jobs"]
-        except (OSError, ValueError, KeyError, TypeError):
-            self.jobs = {}  # none yet, or one damaged beyond use: it is rebuilt from this run
+        self.jobs: dict[str, dict] = self._read()
 
     def get(self, key: str) -> dict:
         return self.jobs.get(key, {})
 
+    def outputs(self) -> dict[str, str]:
+        """Each recorded input's output folder, by input."""
+        return {key: job["output"] for key, job in self.jobs.items() if job.get("output")}
+
     def update(self, key: str, **fields) -> None:
+        """Change one input's record. Another edge-run writing into the same OUT is waited for
+        (a lock file beside it) and its records kept: the file is read again under the lock."""
         with self._lock:
-            self.jobs[key] = {**self.jobs.get(key, {}), **fields}
-            self._write()
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                lock = open(self.path.with_name(f".{NAME}.lock"), "w")
+            except OSError as err:
+                raise self._cannot(err) from err
+            with lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self.jobs = {**self._read(), key: {**self.jobs.get(key, {}), **fields}}
+                self._write()
 
     def totals(self) -> dict:
         """The whole's figures: inputs per state, frames, and frames/s over the jobs' own time."""
         jobs = list(self.jobs.values())
         done = [j for j in jobs if j.get("state") == "done"]
-        frames = sum(j.get("frames", 0) for j in done)
-        seconds = sum(j.get("seconds", 0.0) for j in done)
+        frames = sum(j.get("frames") or 0 for j in done)
+        seconds = sum(j.get("seconds") or 0.0 for j in done)
         return {"inputs": len(jobs), **{state: sum(j.get("state") == state for j in jobs) for state in STATES},
                 "frames": frames, "seconds": round(seconds, 3),
                 "frames_per_s": round(frames / seconds, 2) if seconds else None}
 
-    def _write(self) -> None:
-        partial = self.path.with_name(f".{NAME}.partial")
+    def _read(self) -> dict[str, dict]:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text(json.dumps({"jobs": self.jobs, "totals": self.totals()}, indent=2) + "\n")
+            jobs = json.loads(self.path.read_text())["jobs"]
+            if isinstance(jobs, dict) and all(isinstance(job, dict) for job in jobs.values()):
+                return jobs
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        # damaged beyond use: kept aside for whoever wants to look, and rebuilt from here on
+        with contextlib.suppress(OSError):
+            os.replace(self.path, self.path.with_name(NAME + ".damaged"))
+        return {}
+
+    def _write(self) -> None:
+        try:
+            fd, partial = tempfile.mkstemp(prefix=f".{NAME}.", dir=self.path.parent)
+            with os.fdopen(fd, "w") as file:
+                file.write(json.dumps({"jobs": self.jobs, "totals": self.totals()}, indent=2) + "\n")
+            os.chmod(partial, 0o644)
             os.replace(partial, self.path)
         except OSError as err:
-            raise OutputError(f"cannot write to {self.path.parent}: {err.strerror or err}; "
-                              f"choose another --out") from err
+            raise self._cannot(err) from err
+
+    def _cannot(self, err: OSError) -> OutputError:
+        return OutputError(f"cannot write to {self.path.parent}: {err.strerror or err}; choose another --out")

@@ -116,6 +116,8 @@ class Checkpoints:
             self.stale = stagings
             return
         if (changed := difference(saved["identity"], self.identity)) is not None:
+            if changed.startswith("encoder_threads"):  # x264's output depends on its threads
+                changed = "its overlay was being encoded with another --jobs (x264's threads change its output)"
             raise UsageError(f"cannot resume {name}: {changed}; give the interrupted run's command again, "
                              f"or leave out --resume to start over")
         lost = next((str(path) for path in stagings if not path.is_dir()), None)

@@ -24,11 +24,12 @@ import numpy as np
 from . import __version__, backends, media, tasks, writer
 from .backends.ort import usable_cores
 from .device import DevicePath, finite_rows, for_models, host, host_rgb
-from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, UsageError, user_line
+from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, StageError, UsageError, user_line
 from .frames import Frame
 from .geometry import Preprocessor, planes_size
 from .inputs import Job as InputJob
 from .inputs import expand as expand_inputs
+from .inputs import short_hash
 from .manifest import Manifest
 from .model import TASKS, Contract, file_sha256, parse
 from .pipeline import POLL_S, Pipeline, Stage
@@ -271,7 +272,9 @@ def run(
     with signals_raise():
         loaded = load_models(models, tasks_, backend=backend, device=device, threads=threads, batch=batch,
                              precision=precision, notice=notice)
-        inputs_jobs = expand_inputs(inputs)
+        inputs_jobs = expand_inputs(inputs, outputs=out)
+        if not inputs_jobs:
+            raise UsageError("the inputs name no video or image; check the paths and @LIST files")
         device_path = for_models([m.backend for m in loaded], frames_on)
         if device_path is None:
             upload = None
@@ -284,14 +287,18 @@ def run(
         settings = Settings(batch=batch or loaded[0].backend.default_batch, decoder=decoder, stride=stride,
                             sample_fps=sample_fps, start_s=start_s, end_s=end_s, precision=precision,
                             checkpoint_s=checkpoint_s, upload=upload, frames_on=frames_on, options=options)
-        jobs = min(jobs, len(inputs_jobs))
         batch_run = Jobs(loaded, settings, Manifest(Path(out)), out=Path(out), stream=stream,
-                         lone=len(inputs_jobs) == 1, device_path=device_path, progress=progress, notice=notice,
-                         # jobs side by side divide the cores between their decoders and encoders
-                         threads=None if jobs == 1 else max(1, usable_cores() // jobs))
-        # every input checked (and every resume) before any work
-        plans = [batch_run.plan(job, resume=resume, force=force, retry_failed=retry_failed) for job in inputs_jobs]
-        return batch_run.execute_all(plans, jobs)
+                         lone=len(inputs_jobs) == 1, device_path=device_path, progress=progress, notice=notice)
+        # every input checked, and every resume, before any work
+        plans = [batch_run.plan(job, force=force, retry_failed=retry_failed or resume) for job in inputs_jobs]
+        runnable = [plan for plan in plans if plan.known is None]
+        jobs = max(1, min(jobs, len(runnable)))
+        # jobs side by side divide the cores between their decoders and encoders
+        batch_run.threads = None if jobs == 1 else max(1, usable_cores() // jobs)
+        for plan in runnable:
+            batch_run.prepare(plan, resume=resume)
+        with opencv_threads(1 if all(m.backend.device == "cpu" for m in loaded) else None):
+            return batch_run.execute_all(plans, jobs)
 
 
 @dataclass
@@ -301,9 +308,15 @@ class Plan:
     job: InputJob
     folder: Path
     info: media.VideoInfo | None = None
+    identity: dict | None = None
     checkpoints: Checkpoints | None = None
     encoder: str = "libx264"
     known: dict | None = None  # the summary of an input not to run: done before, or failed
+
+
+# Failures that are the input's own (a damaged file, a stream that breaks a stage): of several
+# inputs, one that failed so is not tried again while it is unchanged, unless asked.
+INPUT_FAILURES = (InputError.exit_code, StageError.exit_code)
 
 
 @dataclass
@@ -323,39 +336,57 @@ class Jobs:
     cancel: threading.Event = field(default_factory=threading.Event)
     written: dict = field(default_factory=dict)  # frames written so far, per running job
 
-    def plan(self, job: InputJob, *, resume: bool, force: bool, retry_failed: bool) -> Plan:
-        folder = self.out / job.name
-        command = key_of(self.command())
+    def plan(self, job: InputJob, *, force: bool, retry_failed: bool) -> Plan:
+        """Probe the input and see what is known of it: done before, or failed and unchanged
+        (`retry_failed`: tried again all the same, as --resume does too)."""
+        folder = self.folder_for(job)
         before = self.manifest.get(job.key)
-        # of several inputs, one that failed before is left alone unless asked (a lone one is
-        # what the user means to run; one that can resume is resumed)
-        if (before.get("state") == "failed" and before.get("command") == command and not self.lone
-                and not (retry_failed or resume)):
-            self.notice(f"{job.path} failed before ({before.get('error')}); skipped: --retry-failed runs it again")
-            return Plan(job, folder, known=failed_summary(job, before))
+        if (before.get("state") == "failed" and not self.lone and not retry_failed
+                and before.get("command") == key_of(self.command()) and before.get("exit_code") in INPUT_FAILURES
+                and before.get("fingerprint") == _fingerprint(job.path)):
+            self.notice(f"{job.path} failed before ({before.get('error')}); skipped while it is unchanged: "
+                        f"--retry-failed runs it again")
+            return Plan(job, folder, known=failed_summary(job, before, earlier=True))
         try:
             info = media.probe(job.path, stream=self.stream)
-            if info.video_streams > 1:
-                self.notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} "
-                            f"(--stream)")
-            identity = run_identity(info, self.models, self.settings)
-            done = None if force else finished(folder, self.models, resume_key=key_of(identity))
-            if done is not None:
-                self.notice(f"{info.path}: already done with these options, in {folder}; skipped (--force runs it "
-                            f"again)")
-                return Plan(job, folder, known=done)
-            checkpoints = Checkpoints(folder, identity, {m.folder_name: m.contract.task for m in self.models},
-                                      encoder_threads=self.threads)
-            checkpoints.open(resume=resume, notice=self.notice)
-            on_gpu = any(m.backend.device.startswith("cuda") for m in self.models)
-            encoder = writer.pick_encoder(self.settings.options.encoder, on_gpu=on_gpu, size=(info.width, info.height))
         except EdgeError as err:
+            known = self.failed(job, folder, err)
             if self.lone:
                 raise
-            return Plan(job, folder, known=self.failed(job, folder, err))
-        self.manifest.update(job.key, input=job.key, output=str(folder), state="pending", command=command,
-                             error=None, exit_code=None)
-        return Plan(job, folder, info, checkpoints, encoder)
+            return Plan(job, folder, known=known)
+        if info.video_streams > 1:
+            self.notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} (--stream)")
+        identity = run_identity(info, self.models, self.settings)
+        done = None if force else finished(folder, self.models, resume_key=key_of(identity))
+        if done is not None:
+            self.notice(f"{info.path}: already done with these options, in {folder}; skipped (--force runs it again)")
+            self.manifest.update(job.key, input=job.key, output=str(folder), state="done",
+                                 command=key_of(self.command()), error=None, exit_code=None,
+                                 seconds=done["seconds"]["total"], frames=done["frames"]["in_range"],
+                                 frames_per_s=done["frames_per_s"])
+            return Plan(job, folder, known=done)
+        return Plan(job, folder, info, identity)
+
+    def prepare(self, plan: Plan, *, resume: bool) -> None:
+        """Its encoder and its checkpoints (resumed or replaced); a UsageError is the whole run's."""
+        info = plan.info
+        on_gpu = any(m.backend.device.startswith("cuda") for m in self.models)
+        plan.encoder = writer.pick_encoder(self.settings.options.encoder, on_gpu=on_gpu, size=(info.width, info.height))
+        x264 = plan.encoder == "libx264" and any(m.contract.task in OVERLAY_TASKS for m in self.models)
+        plan.checkpoints = Checkpoints(plan.folder, plan.identity, {m.folder_name: m.contract.task for m in self.models},
+                                       encoder_threads=self.threads if x264 else None)
+        plan.checkpoints.open(resume=resume, notice=self.notice)
+        self.manifest.update(plan.job.key, input=plan.job.key, output=str(plan.folder), state="pending",
+                             command=key_of(self.command()), error=None, exit_code=None)
+
+    def folder_for(self, job: InputJob) -> Path:
+        """Where an input's outputs go: where jobs.json says they went before, else OUT/NAME,
+        with its path's hash added where another input's outputs are already there."""
+        recorded = self.manifest.outputs()
+        if job.key in recorded:
+            return Path(recorded.pop(job.key))
+        folder = self.out / job.name
+        return folder if str(folder) not in recorded.values() else self.out / f"{job.name}-{short_hash(job.path)}"
 
     def execute_all(self, plans: list[Plan], jobs: int) -> list[dict]:
         """Every plan, `jobs` at a time. Each job's pipeline waits in its own worker thread;
@@ -369,9 +400,13 @@ class Jobs:
                 while not all(f.done() for f in futures):
                     concurrent.futures.wait(futures, timeout=POLL_S * 4, return_when=concurrent.futures.FIRST_EXCEPTION)
                     if any(f.done() and f.exception() for f in futures):
-                        break  # a job's own failure (an input's is its summary) stops the others
-            finally:
+                        break
+            except BaseException as err:
                 self.stop(futures)
+                if isinstance(err, (Interrupted, KeyboardInterrupt)):
+                    raise self.interrupted(err, plans) from None
+                raise
+            self.stop(futures)
             errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
             if errors:  # the first cause, rather than the stops it caused
                 raise next((e for e in errors if not isinstance(e, Interrupted)), errors[0])
@@ -386,6 +421,14 @@ class Jobs:
             future.cancel()
         concurrent.futures.wait(futures)
 
+    def interrupted(self, err: BaseException, plans: list[Plan]) -> Interrupted:
+        """The run's interruption, saying how many of its inputs kept a checkpoint to resume from."""
+        stopped = err if isinstance(err, Interrupted) else Interrupted(signal.SIGINT)
+        stopped.resumable_inputs = sum(
+            1 for p in plans if p.checkpoints is not None and p.checkpoints.serial
+            and self.manifest.get(p.job.key).get("state") == "interrupted")
+        return stopped
+
     def execute(self, plan: Plan) -> dict:
         if plan.known is not None:
             return plan.known
@@ -398,13 +441,15 @@ class Jobs:
                               encoder=plan.encoder, progress=self.report(key), threads=self.threads,
                               cancel=self.cancel)
         except (Interrupted, KeyboardInterrupt):
-            self.manifest.update(key, state="interrupted", finished_at=now_iso())
+            # a signal held back while the outputs moved into place arrives once they all are
+            done = finished(plan.folder, self.models, resume_key=plan.checkpoints.key)
+            self.manifest.update(key, state="done" if done else "interrupted", finished_at=now_iso())
             raise
-        except EdgeError as err:
+        except Exception as err:  # one input's failure, even a bug's, stops only that input
+            known = self.failed(plan.job, plan.folder, err)
             if self.lone:
-                self.failed(plan.job, plan.folder, err)
                 raise
-            return self.failed(plan.job, plan.folder, err)
+            return known
         self.manifest.update(key, state="done", finished_at=now_iso(), seconds=summary["seconds"]["total"],
                              frames=summary["frames"]["in_range"], frames_per_s=summary["frames_per_s"])
         return summary
@@ -425,15 +470,25 @@ class Jobs:
         return {"models": {m.folder_name: m.sha256 for m in self.models}, "settings": self.settings.record(),
                 "edge": __version__}
 
-    def failed(self, job: InputJob, folder: Path, err: EdgeError) -> dict:
+    def failed(self, job: InputJob, folder: Path, err: Exception) -> dict:
+        line, code = (user_line(err), err.exit_code) if isinstance(err, EdgeError) else (
+            f"internal error, {type(err).__name__}: {err} (please report it)", 1)
         self.manifest.update(job.key, input=job.key, output=str(folder), state="failed", command=key_of(self.command()),
-                             error=user_line(err), exit_code=err.exit_code, finished_at=now_iso())
+                             error=line, exit_code=code, fingerprint=_fingerprint(job.path), finished_at=now_iso())
         return failed_summary(job, self.manifest.get(job.key))
 
 
-def failed_summary(job: InputJob, record: dict) -> dict:
+def _fingerprint(path: str) -> dict | None:
+    try:
+        return fingerprint(path)
+    except OSError:
+        return None
+
+
+def failed_summary(job: InputJob, record: dict, *, earlier: bool = False) -> dict:
+    """An input's failure as a summary; `earlier`: recorded by an earlier run, not tried again."""
     return {"status": "failed", "input": job.key, "error": record.get("error"), "exit_code": record.get("exit_code"),
-            "outputs": {}}
+            "earlier": earlier, "outputs": {}}
 
 
 def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S) -> None:
@@ -513,16 +568,15 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
         ]
         pipeline = Pipeline(stages)
         expected = expected_frames(info, s.start_s, s.end_s)
-        with opencv_threads(1 if all(m.backend.device == "cpu" for m in models) else None):
-            pipeline.start()
+        pipeline.start()
 
-            def tick() -> None:
-                if cancel is not None and cancel.is_set():  # the run is stopping: another job was interrupted
-                    raise Interrupted(signal.SIGINT)
-                if progress:
-                    progress(tally.written, expected)
+        def tick() -> None:
+            if cancel is not None and cancel.is_set():  # the run is stopping: another job was interrupted
+                raise Interrupted(signal.SIGINT)
+            if progress:
+                progress(tally.written, expected)
 
-            pipeline.wait(on_tick=tick)
+        pipeline.wait(on_tick=tick)
         if tally.written == 0:
             if s.start_s is not None or s.end_s is not None:
                 raise InputError(f"{info.path}: no frames to process between --start and --end; check the times")

@@ -365,3 +365,17 @@ def test_a_gpu_report_renders_its_gpu_figures_fp16_gain_and_failures(tmp_path):
     assert "fp16 ÷ fp32, inference alone: tensorrt batch 8 2.00×" in md
     assert model["headline"]["ratios"]["inference_alone"] == pytest.approx(0.9)
     assert (tmp_path / "fps_vs_batch.png").exists() and (tmp_path / "stages.png").exists()
+
+
+def test_the_jobs_benchmark_reports_each_level_against_the_first(tmp_path, models):
+    from bench import jobs
+    from tests.makers_clips import make_clip, ramp
+
+    video = tmp_path / "v.mp4"
+    make_clip(video, ramp(12), fps=25)
+    assert jobs.main([str(video), "--model", models.planet(), "--copies", "3", "--jobs", "1,2", "--seconds", "0.3",
+                      "--repeat", "1", "--out", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "jobs.json").read_text())
+    assert [r["jobs"] for r in report["rows"]] == [1, 2]
+    assert all(r["inputs"] == 3 and r["frames"] == 3 * 8 for r in report["rows"])  # 0.3 s of 25 frames/s, 3 times
+    assert report["rows"][0]["against_first"] == 1.0 and "| 2 | 24 |" in (tmp_path / "report" / "jobs.md").read_text()

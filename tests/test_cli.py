@@ -33,7 +33,8 @@ def edge_run(tmp_path, capsys, *args):
 
 
 def written(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+    """The files under `folder`, but the lock file two runs into one folder share jobs.json with."""
+    return [p for p in folder.rglob("*") if p.is_file() and p.name != ".jobs.json.lock"] if folder.exists() else []
 
 
 def only_line(err: str) -> str:
@@ -68,7 +69,9 @@ def test_bad_inputs_exit_3_with_one_line(tmp_path, capsys, models, make, expecte
     code, _, err = edge_run(tmp_path, capsys, path, "--model", models.planet(), "--out", out)
     line = only_line(err)
     assert code == 3 and line.startswith("edge-run: error: ") and expected in line
-    assert written(out) == []
+    assert written(out) == [out / "jobs.json"]  # the failure's record, and nothing else
+    (job,) = json.loads((out / "jobs.json").read_text())["jobs"].values()
+    assert job["state"] == "failed" and job["exit_code"] == 3
 
 
 def test_bad_models_exit_4_before_any_decoding(tmp_path, capsys, clip):

@@ -236,7 +236,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_final_file(worker, tmp_path):
     assert outcome.code == 5 and outcome.clean, outcome.failure or outcome.stderr
     assert "cannot write" in outcome.stderr
     # not even a staged partial file: only the failed run's record
-    records = [p for p in out.rglob("*") if p.is_file() and p.name != "jobs.json"]
+    records = [p for p in out.rglob("*") if p.is_file() and p.name not in ("jobs.json", ".jobs.json.lock")]
     assert [p.name for p in records] == ["run.json"]
     assert json.loads(records[0].read_text())["status"] == "failed"
 

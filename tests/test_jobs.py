@@ -135,7 +135,7 @@ def test_jobs_side_by_side_give_every_input_its_outputs(tmp_path, models):
     assert jobs_of(tmp_path / "three")["totals"]["done"] == 3
 
 
-def test_a_signal_stops_every_job_promptly_and_each_records_where_it_got(tmp_path, models, monkeypatch):
+def test_a_signal_stops_every_job_promptly_and_each_records_where_it_got(tmp_path, models, monkeypatch, capsys):
     import signal
     import threading
     import time
@@ -150,7 +150,72 @@ def test_a_signal_stops_every_job_promptly_and_each_records_where_it_got(tmp_pat
     threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
     started = time.monotonic()
     code = main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--jobs", "2",
-                 "--quiet"])
+                 "--checkpoint-every", "0.2", "--quiet"])
     assert code == 143 and time.monotonic() - started < 10
     states = [j["state"] for j in jobs_of(tmp_path / "out")["jobs"].values()]
     assert "running" not in states and states.count("interrupted") >= 1 and "pending" in states
+    line = capsys.readouterr().err
+    assert "edge-run: error: interrupted; 2 of the inputs keep their outputs so far" in line and "--resume" in line
+
+
+def test_links_back_up_and_the_output_folder_are_not_inputs(tmp_path, models, capsys):
+    source = tmp_path / "src"
+    clip(source / "a.mp4")
+    os.symlink(source, source / "again")  # a loop, as a backup link in a recordings tree can be
+    (source / ".hidden").mkdir()
+    clip(source / ".hidden" / "b.mp4")
+    assert [j.name for j in expand([str(source)])] == ["a"]
+    argv = [str(source), "--model", models.planet(), "--out", str(source / "edge-out")]
+    assert main(argv) == 0 and main(argv) == 0  # the second time, its own outputs are no inputs
+    assert "already done" in capsys.readouterr().err
+    assert list(jobs_of(source / "edge-out")["jobs"]) == [str(source / "a.mp4")]
+
+
+def test_an_unexpected_error_in_one_input_stops_only_that_input(tmp_path, models, monkeypatch, capsys):
+    from edge import runner
+
+    for name in "ab":
+        clip(tmp_path / "in" / f"{name}.mp4")
+    real = runner.run_one
+    monkeypatch.setattr(runner, "run_one", lambda info, *a, **k: (1 / 0) if info.path.endswith("a.mp4")
+                        else real(info, *a, **k))
+    assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 7
+    jobs = jobs_of(tmp_path / "out")["jobs"]
+    assert [j["state"] for j in jobs.values()] == ["failed", "done"]
+    assert "internal error, ZeroDivisionError" in jobs[str(tmp_path / "in" / "a.mp4")]["error"]
+    assert "internal error" in capsys.readouterr().err
+
+
+def test_reruns_rebuild_the_manifest_and_keep_each_inputs_folder(tmp_path, models, capsys):
+    first, second = clip(tmp_path / "x" / "v.mp4"), clip(tmp_path / "y" / "v.mp4", n=4)
+    out = tmp_path / "out"
+    common = ["--model", models.planet(), "--out", str(out), "--quiet"]
+    assert main([str(first)] + common) == 0
+    assert main([str(second)] + common) == 0  # same name, another input: its own folder
+    folders = {k: j["output"] for k, j in jobs_of(out)["jobs"].items()}
+    assert folders[str(first)] == str(out / "v") and folders[str(second)].startswith(str(out / "v-"))
+    assert len(json.loads((out / "v" / "planet" / "run.json").read_text())["input"]) > 0
+    (out / "jobs.json").unlink()
+    assert main([str(first), str(second)] + common) == 0  # both already done: recorded again as done
+    assert [j["state"] for j in jobs_of(out)["jobs"].values()] == ["done", "done"]
+
+
+def test_lists_nest_and_an_empty_one_is_a_usage_error(tmp_path, models, capsys):
+    clip(tmp_path / "a.mp4")
+    (tmp_path / "inner.txt").write_text("a.mp4\n")
+    (tmp_path / "outer.txt").write_text("@inner.txt\n")
+    assert [j.name for j in expand([f"@{tmp_path / 'outer.txt'}"])] == ["a"]
+    (tmp_path / "empty.txt").write_text("# nothing yet\n")
+    assert main([f"@{tmp_path / 'empty.txt'}", "--model", models.planet(), "--out", str(tmp_path / "out")]) == 2
+    assert "name no video" in capsys.readouterr().err
+
+
+def test_a_failed_input_that_changed_is_tried_again(tmp_path, models):
+    clip(tmp_path / "in" / "a.mp4")
+    broken = tmp_path / "in" / "b.mp4"
+    broken.write_bytes(b"half a file")
+    argv = [str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 7
+    clip(broken)  # copied again, whole
+    assert main(argv) == 0
+    assert jobs_of(tmp_path / "out")["totals"]["done"] == 2
