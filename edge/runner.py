@@ -7,6 +7,7 @@ thread (see pipeline.py). Several models share one decode; each gets its own out
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -178,8 +179,6 @@ def signals_deferred():
 
 
 def _is_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -278,8 +277,8 @@ def run(
         device_path = for_models([m.backend for m in loaded], frames_on)
         if device_path is None:
             upload = None
-        elif any(m.contract.task == "biwi" for m in loaded):
-            upload = "rgb"  # biwi's trail is drawn on the host, from the frame's RGB there
+        elif draws_on_host(m.contract.task for m in loaded):
+            upload = "rgb"  # its overlay is drawn on the host, from the frame's RGB there (biwi's trail)
         elif upload == "auto":
             # On CPU tensors, cv2's conversion on the host beat torch's (720p camvid: 21.3 against
             # 13.3 frames/s); on a GPU, planes halve the bytes and spare the host the conversion.
@@ -342,7 +341,7 @@ class Jobs:
         folder = self.folder_for(job)
         before = self.manifest.get(job.key)
         if (before.get("state") == "failed" and not self.lone and not retry_failed
-                and before.get("command") == key_of(self.command()) and before.get("exit_code") in INPUT_FAILURES
+                and before.get("command") == self.command_key and before.get("exit_code") in INPUT_FAILURES
                 and before.get("fingerprint") == _fingerprint(job.path)):
             self.notice(f"{job.path} failed before ({before.get('error')}); skipped while it is unchanged: "
                         f"--retry-failed runs it again")
@@ -361,9 +360,7 @@ class Jobs:
         if done is not None:
             self.notice(f"{info.path}: already done with these options, in {folder}; skipped (--force runs it again)")
             self.manifest.update(job.key, input=job.key, output=str(folder), state="done",
-                                 command=key_of(self.command()), error=None, exit_code=None,
-                                 seconds=done["seconds"]["total"], frames=done["frames"]["in_range"],
-                                 frames_per_s=done["frames_per_s"])
+                                 command=self.command_key, error=None, exit_code=None, **figures(done))
             return Plan(job, folder, known=done)
         return Plan(job, folder, info, identity)
 
@@ -377,7 +374,7 @@ class Jobs:
                                        encoder_threads=self.threads if x264 else None)
         plan.checkpoints.open(resume=resume, notice=self.notice)
         self.manifest.update(plan.job.key, input=plan.job.key, output=str(plan.folder), state="pending",
-                             command=key_of(self.command()), error=None, exit_code=None)
+                             command=self.command_key, error=None, exit_code=None)
 
     def folder_for(self, job: InputJob) -> Path:
         """Where an input's outputs go: where jobs.json says they went before, else OUT/NAME,
@@ -450,8 +447,7 @@ class Jobs:
             if self.lone:
                 raise
             return known
-        self.manifest.update(key, state="done", finished_at=now_iso(), seconds=summary["seconds"]["total"],
-                             frames=summary["frames"]["in_range"], frames_per_s=summary["frames_per_s"])
+        self.manifest.update(key, state="done", finished_at=now_iso(), **figures(summary))
         return summary
 
     def report(self, key: str):
@@ -465,17 +461,24 @@ class Jobs:
 
         return progress
 
-    def command(self) -> dict:
-        """What, besides the input, makes a run the same run."""
-        return {"models": {m.folder_name: m.sha256 for m in self.models}, "settings": self.settings.record(),
-                "edge": __version__}
+    @functools.cached_property
+    def command_key(self) -> str:
+        """What, besides the input, makes a run the same run, as a key."""
+        return key_of({"models": {m.folder_name: m.sha256 for m in self.models}, "settings": self.settings.record(),
+                       "edge": __version__})
 
     def failed(self, job: InputJob, folder: Path, err: Exception) -> dict:
         line, code = (user_line(err), err.exit_code) if isinstance(err, EdgeError) else (
             f"internal error, {type(err).__name__}: {err} (please report it)", 1)
-        self.manifest.update(job.key, input=job.key, output=str(folder), state="failed", command=key_of(self.command()),
+        self.manifest.update(job.key, input=job.key, output=str(folder), state="failed", command=self.command_key,
                              error=line, exit_code=code, fingerprint=_fingerprint(job.path), finished_at=now_iso())
         return failed_summary(job, self.manifest.get(job.key))
+
+
+def figures(summary: dict) -> dict:
+    """A finished input's figures, as jobs.json keeps them."""
+    return {"seconds": summary["seconds"]["total"], "frames": summary["frames"]["in_range"],
+            "frames_per_s": summary["frames_per_s"]}
 
 
 def _fingerprint(path: str) -> dict | None:
@@ -542,7 +545,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
     stats = media.DecodeStats()
     resumed = checkpoints.resumed
     tally = Tally(**resumed.position) if resumed else Tally()
-    frames_before = tally.written
+    written_before, processed_before = tally.written, tally.processed  # a resumed run's own figures count after
     stagings: dict[str, Staging] = {}
     folder = checkpoints.folder
     s = dataclasses.replace(settings, options=dataclasses.replace(settings.options, encoder=encoder))
@@ -595,7 +598,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             "stopped_early": stopped_early(info, tally.last_time_s, s.end_s),
             # a resumed run's own figures below count only the frames it wrote itself
             "resumed": {"after_frame": resumed.position["last_index"], "after_s": resumed.position["last_time_s"],
-                        "frames_before": frames_before} if resumed else None,
+                        "frames_before": written_before} if resumed else None,
             "options": s.record(),
             # where frames met the models: "host" (numpy and OpenCV), or the torch device they went to
             "frames_on": device_path.device.type if device_path else "host",
@@ -605,9 +608,8 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             # each stage thread's own CPU; the rest of "cpu" ran in native pools (onnxruntime's
             # workers, the decoder's and x264's threads)
             "stage_cpu_s": {stage.name: round(stage.cpu_s, 3) for stage in stages},
-            "frames_per_s": round((tally.written - frames_before) / elapsed, 2),
-            "processed_per_s": round((tally.processed - (resumed.position["processed"] if resumed else 0)) / elapsed,
-                                     2),
+            "frames_per_s": round((tally.written - written_before) / elapsed, 2),
+            "processed_per_s": round((tally.processed - processed_before) / elapsed, 2),
             "tool": TOOL,
             "resume_key": checkpoints.key,
             "started_at": started_at.isoformat(timespec="seconds"),
@@ -727,16 +729,21 @@ def pixels_for(task_names, *, on_device: bool = False, upload: str | None = "rgb
     """What the decoder must give. On the host: every frame's RGB when a task draws an overlay,
     else only the selected frames', as I420 planes that preprocessing converts at the model's
     size. To a device, frames go as planes (half the bytes, converted there) or RGB (`upload`),
-    every frame where camvid draws there, but RGB for all where biwi draws on the host."""
+    every frame where an overlay is drawn there, but RGB for all where one is drawn on the host."""
     task_names = set(task_names)
-    if "biwi" in task_names or (task_names & set(OVERLAY_TASKS) and not on_device):
+    if draws_on_host(task_names) or (task_names & set(OVERLAY_TASKS) and not on_device):
         return "all"
     if not on_device:
         return "planes"
-    every = "camvid" in task_names
+    every = bool(task_names & set(OVERLAY_TASKS))  # what is left draws on the device
     if upload == "planes":
         return "all_planes" if every else "planes"
     return "all" if every else "selected"
+
+
+def draws_on_host(task_names) -> bool:
+    """Whether a task writes an overlay drawn on the host even when frames go to a device."""
+    return any(task in OVERLAY_TASKS and not tasks.module(task).DRAWS_ON_DEVICE for task in task_names)
 
 
 def expected_frames(info: media.VideoInfo, start_s: float | None, end_s: float | None) -> int | None:
