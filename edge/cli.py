@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
         description="Run camvid / planet / biwi models over videos; write overlays, tag timelines and tracks.",
         epilog="exit codes: 0 ok, 2 usage, 3 input, 4 model, 5 output, 6 a pipeline stage failed, "
         f"{SOME_FAILED} some of several inputs failed (each with its own line; see OUT/jobs.json), "
-        "130 Ctrl-C, 143 SIGTERM",
+        "8 the Ray cluster cannot be reached or lost its workers, 130 Ctrl-C, 143 SIGTERM",
     )
     p.add_argument("inputs", nargs="+", metavar="VIDEO",
                    help="video or image files; folders (their videos, recursively; or, with none, their images as "
@@ -71,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="inputs processed side by side (default 1), sharing the loaded models and dividing the "
                         "cores between their decoders and encoders")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="spread the inputs over a Ray cluster (pip install 'edge[ray]'): auto (the one running here, "
+                        "else one of this machine alone) or HEAD:PORT; one worker per node, or per GPU on cuda, each "
+                        "running --jobs inputs; inputs, models and --out must be on paths every node sees")
     p.add_argument("--force", action="store_true", help="run inputs again that this command already finished")
     p.add_argument("--retry-failed", action="store_true", help="run inputs again that failed before (see jobs.json)")
     p.add_argument("--resume", action="store_true",
@@ -166,16 +170,18 @@ def _run(args) -> list[dict]:
                    start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
                    precision=args.precision, options=options, resume=args.resume, force=args.force,
                    retry_failed=args.retry_failed, checkpoint_s=args.checkpoint_every,
-                   upload=args.upload, frames_on=args.frames_on, jobs=args.jobs, progress=progress,
+                   upload=args.upload, frames_on=args.frames_on, jobs=args.jobs, ray=args.ray, progress=progress,
                    notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 
 class _progress:
-    """A tqdm bar on stderr, fed with the count of frames written so far."""
+    """A tqdm bar on stderr, fed with the frames written so far by each input: one input's
+    bar knows its end, several inputs' counts add up."""
 
     def __init__(self, *, enabled: bool):
         self.enabled = enabled
         self.bar = None
+        self.written: dict[str, int] = {}
         self.lock = threading.Lock()
 
     def __enter__(self):
@@ -186,11 +192,13 @@ class _progress:
         self.bar = tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
         return self.update
 
-    def update(self, written: int, expected: int | None) -> None:
+    def update(self, key: str, written: int, expected: int | None) -> None:
         with self.lock:  # jobs side by side report from their own threads
-            if expected and self.bar.total != expected:
-                self.bar.total = expected
-            self.bar.update(written - self.bar.n)
+            self.written[key] = written
+            total = expected if len(self.written) == 1 else None
+            if self.bar.total != total:
+                self.bar.total = total
+            self.bar.update(sum(self.written.values()) - self.bar.n)
 
     def __exit__(self, *exc):
         if self.bar is not None:

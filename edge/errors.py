@@ -67,6 +67,12 @@ class StageError(EdgeError, RuntimeError):
         self.cause = cause
 
 
+class ClusterError(EdgeError, ConnectionError):
+    """The Ray cluster cannot be reached, has no worker for the run, or lost them all."""
+
+    exit_code = 8
+
+
 class Interrupted(EdgeError):
     """SIGINT or SIGTERM arrived; the exit code follows the shell convention 128 + signal."""
 

@@ -252,6 +252,7 @@ def run(
     upload: str = "auto",
     frames_on: str = "auto",
     jobs: int = 1,
+    ray: str | None = None,
     progress=None,
     notice=lambda message: None,
 ) -> list[dict]:
@@ -261,33 +262,31 @@ def run(
     An input already done by the same command is skipped (`force` runs it again), as is one that
     failed (`retry_failed` runs it again); with `resume`, one whose run was interrupted carries on
     from its last checkpoint, taken every `checkpoint_s` seconds of video. With several inputs,
-    one that fails is recorded and the others go on; a lone input's error is raised."""
+    one that fails is recorded and the others go on; a lone input's error is raised. `jobs`
+    inputs run side by side; `ray` (auto, or a cluster's address) spreads them over a Ray
+    cluster's nodes instead (cluster.py). `progress(input, frames written, frames expected)` is
+    called as each input goes."""
     media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                              stream=stream)
     check_options(batch=batch, options=options, checkpoint_s=checkpoint_s)
     media.check_choice("upload", upload, UPLOADS)
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
+    setup = Setup(models=tuple(models), tasks_=tuple(tasks_), batch=batch, decoder=decoder, stream=stream,
+                  stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s, backend=backend, device=device,
+                  threads=threads, precision=precision, options=options, checkpoint_s=checkpoint_s, upload=upload,
+                  frames_on=frames_on)
+    if ray is not None:
+        from .cluster import run_on_ray
+
+        return run_on_ray(ray, inputs, setup, out=out, jobs=jobs, force=force, retry_failed=retry_failed,
+                          resume=resume, progress=progress, notice=notice)
     with signals_raise():
-        loaded = load_models(models, tasks_, backend=backend, device=device, threads=threads, batch=batch,
-                             precision=precision, notice=notice)
+        batch_run = setup.jobs(Manifest(Path(out)), out=Path(out), progress=progress, notice=notice)
         inputs_jobs = expand_inputs(inputs, outputs=out)
         if not inputs_jobs:
             raise UsageError("the inputs name no video or image; check the paths and @LIST files")
-        device_path = for_models([m.backend for m in loaded], frames_on)
-        if device_path is None:
-            upload = None
-        elif draws_on_host(m.contract.task for m in loaded):
-            upload = "rgb"  # its overlay is drawn on the host, from the frame's RGB there (biwi's trail)
-        elif upload == "auto":
-            # On CPU tensors, cv2's conversion on the host beat torch's (720p camvid: 21.3 against
-            # 13.3 frames/s); on a GPU, planes halve the bytes and spare the host the conversion.
-            upload = "planes" if device_path.cuda else "rgb"
-        settings = Settings(batch=batch or loaded[0].backend.default_batch, decoder=decoder, stride=stride,
-                            sample_fps=sample_fps, start_s=start_s, end_s=end_s, precision=precision,
-                            checkpoint_s=checkpoint_s, upload=upload, frames_on=frames_on, options=options)
-        batch_run = Jobs(loaded, settings, Manifest(Path(out)), out=Path(out), stream=stream,
-                         lone=len(inputs_jobs) == 1, device_path=device_path, progress=progress, notice=notice)
+        batch_run.lone = len(inputs_jobs) == 1
         # every input checked, and every resume, before any work
         plans = [batch_run.plan(job, force=force, retry_failed=retry_failed or resume) for job in inputs_jobs]
         runnable = [plan for plan in plans if plan.known is None]
@@ -296,8 +295,61 @@ def run(
         batch_run.threads = None if jobs == 1 else max(1, usable_cores() // jobs)
         for plan in runnable:
             batch_run.prepare(plan, resume=resume)
-        with opencv_threads(1 if all(m.backend.device == "cpu" for m in loaded) else None):
+        with batch_run.opencv_threads():
             return batch_run.execute_all(plans, jobs)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run loads and how it processes, besides its inputs and where outputs go: all a
+    Ray worker is given to load the same models and run inputs as this process would."""
+
+    models: tuple[str, ...] = ()
+    tasks_: tuple[str, ...] = ()
+    batch: int | None = None
+    decoder: str = "pyav"
+    stream: int = 0
+    stride: int = 1
+    sample_fps: float | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    backend: str = "auto"
+    device: str | None = None
+    threads: int | None = None  # onnxruntime's intra-op threads; None: fit to the machine
+    precision: str | None = None
+    options: tasks.Options = tasks.Options()
+    checkpoint_s: float = CHECKPOINT_S
+    upload: str = "auto"
+    frames_on: str = "auto"
+
+    def jobs(self, manifest, *, out: Path, progress, notice, threads: int | None = None) -> "Jobs":
+        """The models loaded (`threads`: onnxruntime's, where --threads left them open), the
+        settings they imply, and a Jobs to run inputs with them."""
+        loaded = load_models(self.models, self.tasks_, backend=self.backend, device=self.device,
+                             threads=self.threads or threads, batch=self.batch, precision=self.precision,
+                             notice=notice)
+        device_path = for_models([m.backend for m in loaded], self.frames_on)
+        upload = self.upload
+        if device_path is None:
+            upload = None
+        elif draws_on_host(m.contract.task for m in loaded):
+            upload = "rgb"  # its overlay is drawn on the host, from the frame's RGB there (biwi's trail)
+        elif upload == "auto":
+            # On CPU tensors, cv2's conversion on the host beat torch's (720p camvid: 21.3 against
+            # 13.3 frames/s); on a GPU, planes halve the bytes and spare the host the conversion.
+            upload = "planes" if device_path.cuda else "rgb"
+        settings = Settings(batch=self.batch or loaded[0].backend.default_batch, decoder=self.decoder,
+                            stride=self.stride, sample_fps=self.sample_fps, start_s=self.start_s, end_s=self.end_s,
+                            precision=self.precision, checkpoint_s=self.checkpoint_s, upload=upload,
+                            frames_on=self.frames_on, options=self.options)
+        return Jobs(loaded, settings, manifest, out=out, stream=self.stream, lone=False, device_path=device_path,
+                    progress=progress, notice=notice)
+
+    @property
+    def cuda(self) -> bool:
+        """Whether its models run on a GPU."""
+        engines = any(str(path).endswith(".engine") for path in self.models)
+        return backends.default_device("tensorrt" if engines else self.backend, self.device).startswith("cuda")
 
 
 @dataclass
@@ -333,7 +385,6 @@ class Jobs:
     notice: object
     threads: int | None = None  # each job's decoder and encoder threads; None: theirs to choose
     cancel: threading.Event = field(default_factory=threading.Event)
-    written: dict = field(default_factory=dict)  # frames written so far, per running job
 
     def plan(self, job: InputJob, *, force: bool, retry_failed: bool) -> Plan:
         """Probe the input and see what is known of it: done before, or failed and unchanged
@@ -377,13 +428,7 @@ class Jobs:
                              command=self.command_key, error=None, exit_code=None)
 
     def folder_for(self, job: InputJob) -> Path:
-        """Where an input's outputs go: where jobs.json says they went before, else OUT/NAME,
-        with its path's hash added where another input's outputs are already there."""
-        recorded = self.manifest.outputs()
-        if job.key in recorded:
-            return Path(recorded.pop(job.key))
-        folder = self.out / job.name
-        return folder if str(folder) not in recorded.values() else self.out / f"{job.name}-{short_hash(job.path)}"
+        return output_folder(self.manifest, self.out, job)
 
     def execute_all(self, plans: list[Plan], jobs: int) -> list[dict]:
         """Every plan, `jobs` at a time. Each job's pipeline waits in its own worker thread;
@@ -451,15 +496,13 @@ class Jobs:
         return summary
 
     def report(self, key: str):
-        """The progress callback of one job: with several at once, the bar counts all their frames."""
-        if self.progress is None or self.threads is None:
-            return self.progress
+        """The progress callback of one input's run."""
+        if self.progress is None:
+            return None
+        return lambda written, expected: self.progress(key, written, expected)
 
-        def progress(written: int, expected: int | None) -> None:
-            self.written[key] = written
-            self.progress(sum(self.written.values()), None)
-
-        return progress
+    def opencv_threads(self):
+        return opencv_threads(1 if all(m.backend.device == "cpu" for m in self.models) else None)
 
     @functools.cached_property
     def command_key(self) -> str:
@@ -473,6 +516,16 @@ class Jobs:
         self.manifest.update(job.key, input=job.key, output=str(folder), state="failed", command=self.command_key,
                              error=line, exit_code=code, fingerprint=_fingerprint(job.path), finished_at=now_iso())
         return failed_summary(job, self.manifest.get(job.key))
+
+
+def output_folder(manifest, out: Path, job: InputJob) -> Path:
+    """Where an input's outputs go: where jobs.json says they went before, else OUT/NAME, with
+    its path's hash added where another input's outputs are already there."""
+    recorded = manifest.outputs()
+    if job.key in recorded:
+        return Path(recorded.pop(job.key))
+    folder = Path(out) / job.name
+    return folder if str(folder) not in recorded.values() else Path(out) / f"{job.name}-{short_hash(job.path)}"
 
 
 def figures(summary: dict) -> dict:

@@ -1,0 +1,213 @@
+"""--ray: inputs spread over a Ray cluster that the tests start on this machine (a head without
+CPUs and two worker nodes of one CPU each), a worker killed in the middle of an input, and the
+errors a user meets before any of it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge import cluster
+from edge.cli import main
+from edge.errors import ClusterError, ModelError, StageError, UsageError
+from tests.makers_clips import make_clip, ramp
+
+
+def frames(n, h=48, w=64):
+    """n frames that differ, so an output that skipped or repeated one would show it."""
+    rng = np.random.default_rng(7)
+    return [np.roll(f, i % w, axis=1) | rng.integers(0, 40, f.shape, dtype=np.uint8) for i, f in enumerate(ramp(n, h, w))]
+
+
+def clip(path, n=10):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_clip(path, frames(n), fps=25)
+    return path
+
+
+def edge_run(*argv, env=None):
+    return subprocess.Popen([sys.executable, "-m", "edge.cli", *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def finish(process, timeout=180):
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def jobs_of(out):
+    return json.loads((out / "jobs.json").read_text())["jobs"]
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    """Every output file of an input's folder but run.json (which has timings) and the resume state."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "run.json" and ".edge-resume" not in p.parts}
+
+
+# --- without a cluster ---
+
+def test_workers_go_one_per_node_or_one_per_gpu():
+    nodes = [
+        {"NodeID": "head", "NodeManagerAddress": "10.0.0.1", "Alive": True, "Resources": {"memory": 1.0}},
+        {"NodeID": "a", "NodeManagerAddress": "10.0.0.2", "Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
+        {"NodeID": "b", "NodeManagerAddress": "10.0.0.3", "Alive": True, "Resources": {"CPU": 8.0}},
+        {"NodeID": "c", "NodeManagerAddress": "10.0.0.4", "Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+        {"NodeID": "d", "NodeManagerAddress": "10.0.0.5", "Alive": True, "Resources": {"CPU": 0.5}},
+    ]
+    on_cpu = cluster.placements(nodes, cuda=False)
+    assert [(p.node_id, p.cpus, p.gpus) for p in on_cpu] == [("a", 16.0, 0), ("b", 8.0, 0)]
+    on_gpu = cluster.placements(nodes, cuda=True)
+    assert [(p.node_id, p.cpus, p.gpus) for p in on_gpu] == [("a", 8.0, 1), ("a", 8.0, 1)]
+
+
+def test_a_workers_error_reaches_the_user_as_the_same_line_and_exit_code():
+    err = cluster.rebuilt(*cluster.remote_error(ModelError("model.onnx: not found; check the path")))
+    assert isinstance(err, ModelError) and err.exit_code == 4 and str(err) == "model.onnx: not found; check the path"
+    stage = cluster.rebuilt(*cluster.remote_error(StageError("infer", 3, RuntimeError("boom"))))
+    assert stage.exit_code == 6 and "stage 'infer' failed at frame 3" in str(stage)
+    bug = cluster.rebuilt(*cluster.remote_error(KeyError("x")))
+    assert bug.exit_code == 1 and "internal error on a Ray worker, KeyError" in str(bug)
+
+
+def test_ray_addresses_that_cannot_work_fail_at_once_in_one_line(tmp_path, models, capsys):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    video = clip(tmp_path / "a.mp4")
+    argv = [str(video), "--model", models.planet(), "--out", str(tmp_path / "out")]
+    started = time.monotonic()
+    assert main([*argv, "--ray", "127.0.0.1:1"]) == ClusterError.exit_code
+    assert "cannot reach a Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
+    assert time.monotonic() - started < 30  # Ray alone keeps trying such an address for minutes
+    assert main([*argv, "--ray", "head-without-port"]) == UsageError.exit_code
+    assert "--ray takes auto or a cluster's HOST:PORT" in capsys.readouterr().err
+
+
+def test_without_ray_installed_the_user_is_told_what_to_install(tmp_path, models, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    video = clip(tmp_path / "a.mp4")
+    assert main([str(video), "--model", models.planet(), "--ray", "auto", "--out", str(tmp_path / "o")]) == 2
+    assert "pip install 'edge[ray]'" in capsys.readouterr().err
+
+
+# --- on a local cluster ---
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head node with no CPUs, so that all work goes to two worker nodes of one CPU each, all on
+    this machine (Ray gives them this machine's address rather than 127.0.0.1)."""
+    cluster_utils = pytest.importorskip("ray.cluster_utils", reason="the ray extra is not installed")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # Ray's nodes set their own
+    local = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [local.add_node(num_cpus=1) for _ in range(2)]
+    local.wait_for_nodes()
+    yield local
+    for node in workers:
+        local.remove_node(node, allow_graceful=False)
+    local.remove_node(local.head_node, allow_graceful=False)
+    local.shutdown()  # forgets the cluster's address, so a later `--ray auto` here does not look for it
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def test_inputs_spread_over_workers_give_what_one_machine_gives(tmp_path, models, ray_cluster):
+    model = models.planet()
+    inputs = tmp_path / "in"
+    clip(inputs / "a.mp4", 12)
+    clip(inputs / "day2" / "a.mp4", 20)  # the same name: folders with a hash each
+    (inputs / "broken.mp4").write_bytes(os.urandom(3000))
+    out, home = tmp_path / "out", tmp_path / "home"
+
+    code, stdout, stderr = finish(edge_run(inputs, "--model", model, "--out", out, "--ray", "auto",
+                                           env={"RAY_ADDRESS": ray_cluster.address}))
+    assert code == 7, stderr
+    assert f"Ray: joined the cluster at {ray_cluster.address}" in stderr
+    assert stderr.count("edge-run: error:") == 1 and "broken.mp4" in stderr
+    assert "3 inputs: 2 done, 0 already done, 1 failed; 32 frames" in stdout
+    jobs = jobs_of(out)
+    assert {Path(k).name: (j["state"], j["exit_code"]) for k, j in jobs.items() if "day2" not in k} == {
+        "a.mp4": ("done", None), "broken.mp4": ("failed", 3)}
+    assert jobs[str(inputs / "day2" / "a.mp4")]["state"] == "done"
+    assert all(j["worker"] and j["attempts"] == 1 for j in jobs.values())
+
+    assert main([str(inputs), "--model", model, "--out", str(home), "--quiet"]) == 7  # the same, on this machine
+    for key, job in jobs_of(home).items():
+        assert job["output"].replace(str(home), str(out)) == jobs[key]["output"]
+        if job["state"] == "done":
+            assert outputs(Path(jobs[key]["output"])) == outputs(Path(job["output"]))
+
+    code, stdout, stderr = finish(edge_run(inputs, "--model", model, "--out", out, "--ray", ray_cluster.address))
+    assert code == 7
+    assert stderr.count("already done with these options") == 2 and "failed before" in stderr
+    assert "3 inputs: 0 done, 2 already done, 1 failed" in stdout
+
+
+def test_a_killed_worker_has_its_input_carried_on_by_another(tmp_path, models, ray_cluster):
+    """SIGKILL to the worker process in the middle of an input, after its first checkpoint: the
+    input is carried on from there by a worker that lives, and comes out byte for byte as its
+    twin, which no one disturbed."""
+    inputs = tmp_path / "in"
+    clip(inputs / "victim.mp4", 1000)
+    (inputs / "twin.mp4").write_bytes((inputs / "victim.mp4").read_bytes())
+    out = tmp_path / "out"
+    run = edge_run(inputs, "--model", models.camvid(), "--out", out, "--ray", ray_cluster.address,
+                   "--checkpoint-every", "1", "--batch", "2")
+    victim = str(inputs / "victim.mp4")
+    checkpoint = out / "victim" / ".edge-resume" / "camvid" / "checkpoint.json"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.02)
+    worker = jobs_of(out)[victim]["worker"]
+    os.kill(int(worker.split(" pid ")[1]), signal.SIGKILL)
+
+    code, stdout, stderr = finish(run)
+    assert code == 0, stderr
+    assert "raylet" not in stdout  # Ray's own account of the death goes to stderr, out of what --json prints
+    assert f"its Ray worker ({worker}) died" in stderr and "attempt 2 of 3" in stderr
+    assert "victim.mp4: resuming after" in stderr
+    record = jobs_of(out)[victim]
+    assert record["state"] == "done" and record["attempts"] == 2 and record["lost_workers"] == [worker]
+    assert record["worker"] != worker
+    assert outputs(out / "victim") == outputs(out / "twin")
+    assert json.loads((out / "victim" / "camvid" / "run.json").read_text())["frames"]["in_range"] == 1000
+
+
+def test_a_model_that_fails_on_the_workers_is_the_runs_error(tmp_path, ray_cluster):
+    video = clip(tmp_path / "a.mp4")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    code, _, stderr = finish(edge_run(video, "--model", bad, "--out", tmp_path / "out", "--ray", ray_cluster.address))
+    assert code == ModelError.exit_code
+    assert stderr.strip().splitlines()[-1].startswith("edge-run: error:") and "bad.onnx" in stderr
+
+
+def test_ctrl_c_stops_every_worker_and_resume_carries_on(tmp_path, models, ray_cluster):
+    inputs = tmp_path / "in"
+    clip(inputs / "a.mp4", 1000)
+    (inputs / "b.mp4").write_bytes((inputs / "a.mp4").read_bytes())  # x264 need not encode a clip twice alike
+    out = tmp_path / "out"
+    argv = [inputs, "--model", models.camvid(), "--out", out, "--ray", ray_cluster.address, "--checkpoint-every", "1",
+            "--batch", "2"]
+    run = edge_run(*argv)
+    checkpoints = [out / name / ".edge-resume" / "camvid" / "checkpoint.json" for name in ("a", "b")]
+    deadline = time.monotonic() + 120
+    while not all(c.exists() for c in checkpoints):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)
+    code, _, stderr = finish(run, timeout=90)
+    assert code == 130, stderr
+    assert "2 of the inputs keep their outputs so far" in stderr and "--resume" in stderr
+    assert {j["state"] for j in jobs_of(out).values()} == {"interrupted"}
+
+    code, stdout, stderr = finish(edge_run(*argv, "--resume"))
+    assert code == 0, stderr
+    assert stderr.count("resuming after") == 2
+    assert {j["state"] for j in jobs_of(out).values()} == {"done"}
+    assert outputs(out / "a") == outputs(out / "b")
