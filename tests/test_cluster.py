@@ -95,6 +95,42 @@ def test_without_ray_installed_the_user_is_told_what_to_install(tmp_path, models
     assert "pip install 'edge[ray]'" in capsys.readouterr().err
 
 
+class FakeJobs:
+    """What Worker._run calls of runner.Jobs, with a prepare that refuses to resume, as when the
+    checkpoint was made by a worker with another number of cores."""
+
+    def __init__(self):
+        self.prepared = []
+
+    def plan(self, job, *, force, retry_failed):
+        from edge.runner import Plan
+
+        return Plan(job, Path("out") / job.name)
+
+    def prepare(self, plan, *, resume):
+        self.prepared.append(resume)
+        if resume:
+            raise UsageError("cannot resume x.mp4: its overlay was being encoded with another --jobs")
+
+    def execute(self, plan):
+        return {"status": "done"}
+
+
+def test_a_carried_on_input_starts_over_where_its_checkpoint_cannot_be_used():
+    from queue import SimpleQueue
+
+    from edge.inputs import Job
+
+    for attempt, resume, expected, prepared in ((2, False, ("summary", {"status": "done"}), [True, False]),
+                                                (1, True, "error", [True])):
+        jobs, events = FakeJobs(), SimpleQueue()
+        cluster.Worker._run(jobs, Job("x.mp4", "x"), events, attempt, False, False, resume)
+        event = events.get()
+        assert (event if attempt == 2 else event[0]) == expected and jobs.prepared == prepared
+    # asked for by the user, a resume that cannot be is the run's error, as at home
+    assert event[1] == ("UsageError", "cannot resume x.mp4: its overlay was being encoded with another --jobs", 2)
+
+
 # --- on a local cluster ---
 
 @pytest.fixture(scope="module")
@@ -176,6 +212,24 @@ def test_a_killed_worker_has_its_input_carried_on_by_another(tmp_path, models, r
     assert record["worker"] != worker
     assert outputs(out / "victim") == outputs(out / "twin")
     assert json.loads((out / "victim" / "camvid" / "run.json").read_text())["frames"]["in_range"] == 1000
+
+
+def test_progress_reaches_the_drivers_callback_and_gpus_are_asked_for(tmp_path, models, ray_cluster):
+    from edge import runner
+
+    inputs = tmp_path / "in"
+    clip(inputs / "a.mp4", 30)
+    (inputs / "b.mp4").write_bytes((inputs / "a.mp4").read_bytes())
+    seen = []
+    summaries = runner.run([str(inputs)], models=[models.planet()], out=str(tmp_path / "out"), ray=ray_cluster.address,
+                           progress=lambda key, written, expected: seen.append((Path(key).name, written, expected)))
+    assert [s["status"] for s in summaries] == ["done", "done"]
+    assert {name for name, _, _ in seen} == {"a.mp4", "b.mp4"} and all(expected == 30 for _, _, expected in seen)
+
+    # this cluster's nodes have no GPU: a cuda run has nowhere to go, and says so before loading anything
+    code, _, stderr = finish(edge_run(inputs, "--model", models.planet(), "--device", "cuda", "--out",
+                                      tmp_path / "gpu", "--ray", ray_cluster.address))
+    assert code == ClusterError.exit_code and "no live node with a GPU (--device cuda)" in stderr
 
 
 def test_a_model_that_fails_on_the_workers_is_the_runs_error(tmp_path, ray_cluster):
