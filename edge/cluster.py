@@ -241,7 +241,8 @@ class Worker:
         if self.error is None:
             self.jobs.cancel.set()
 
-    def process(self, job: InputJob, record: dict, *, attempt: int, force: bool, retry_failed: bool, resume: bool):
+    def process(self, job: InputJob, record: dict, *, attempt: int, lone: bool, force: bool, retry_failed: bool,
+                resume: bool):
         events = queue.SimpleQueue()
         last = [0.0]
 
@@ -250,8 +251,9 @@ class Worker:
                 last[0] = time.monotonic()
                 events.put(("progress", written, expected))
 
+        # a lone input's error is the run's, as at home: it comes back as the error event
         jobs = dataclasses.replace(self.jobs, manifest=Relay(job.key, record, events.put), progress=progress,
-                                   notice=lambda line: events.put(("notice", line)))
+                                   notice=lambda line: events.put(("notice", line)), lone=lone)
         worker = threading.Thread(target=self._run, args=(jobs, job, events, attempt, force, retry_failed, resume),
                                   name="edge-ray-input", daemon=True)
         worker.start()
@@ -312,6 +314,7 @@ class Driver:
         self.stopping = threading.Event()
         self.error: EdgeError | None = None
         self.remotes: list[Remote] = []
+        self.lone = False  # one input: its error is the run's
         self.lost = self._lost_errors()
         self.worker_class = ray.remote(Worker)
 
@@ -329,6 +332,7 @@ class Driver:
                                  state=state)
         self.queue.extend(Item(job) for job in found)
         self.unfinished = len(found)
+        self.lone = len(found) == 1
         self.start_all()
         threads = [threading.Thread(target=self.serve, args=(remote,), name=f"edge-ray-{i}", daemon=True)
                    for i, remote in enumerate(self.remotes) for _ in range(self.jobs)]
@@ -393,21 +397,23 @@ class Driver:
 
     def serve(self, remote: Remote) -> None:
         """One of a worker's slots: inputs from the queue until none is left."""
-        while (item := self.take()) is not None:
-            with remote.lock:  # held while another of its slots starts its replacement
-                actor, generation = remote.actor, remote.generation
-            if actor is None:  # it could not be replaced: the item goes to another worker
-                self.put_back(item)
-                return
-            try:
-                self.process(actor, remote, item)
-            except self.lost as err:
-                self.on_lost(item, remote, err)
-                if not self.replace(remote, generation):
+        try:
+            while True:
+                with remote.lock:  # held while another of its slots starts its replacement
+                    actor, generation, where = remote.actor, remote.generation, remote.where
+                if actor is None or (item := self.take()) is None:  # it could not be replaced, or all is done
                     return
-            except BaseException as err:
-                self.fail_run(err if isinstance(err, EdgeError) else rebuilt(*remote_error(err)))
-                return
+                if remote.generation != generation:  # it died while this slot waited for an input
+                    self.put_back(item)
+                    continue
+                try:
+                    self.process(actor, where, item)
+                except self.lost as err:
+                    self.on_lost(item, where, err)
+                    if not self.replace(remote, generation):
+                        return
+        except BaseException as err:  # the run's error (a replacement's models failing to load, say)
+            self.fail_run(err if isinstance(err, EdgeError) else rebuilt(*remote_error(err)))
 
     def take(self) -> Item | None:
         with self.changed:
@@ -428,10 +434,12 @@ class Driver:
             self.unfinished -= 1
             self.changed.notify_all()
 
-    def process(self, actor, remote: Remote, item: Item) -> None:
+    def process(self, actor, where: str, item: Item) -> None:
         key = item.job.key
-        self.manifest.update(key, worker=remote.where, attempts=item.attempt)
-        events = actor.process.remote(item.job, self.manifest.get(key), attempt=item.attempt, **self.options)
+        first = {"lost_workers": []} if item.attempt == 1 else {}
+        self.manifest.update(key, worker=where, attempts=item.attempt, **first)
+        events = actor.process.remote(item.job, self.manifest.get(key), attempt=item.attempt,
+                                      lone=self.lone, **self.options)
         for ref in events:
             kind, *args = self.ray.get(ref)
             if kind == "record":
@@ -448,19 +456,19 @@ class Driver:
             elif kind == "error":
                 self.fail_run(rebuilt(*args[0]))
 
-    def on_lost(self, item: Item, remote: Remote, err: BaseException) -> None:
+    def on_lost(self, item: Item, where: str, err: BaseException) -> None:
         key = item.job.key
-        reason = f"its Ray worker ({remote.where}) died: {_reason(err)}"
+        reason = f"its Ray worker ({where}) died: {_reason(err)}"
+        self.manifest.update(key, lost_workers=[*self.manifest.get(key).get("lost_workers", []), where])
         if self.stopping.is_set():
             self.manifest.update(key, state="interrupted", finished_at=now_iso())
         elif item.attempt < MAX_ATTEMPTS:
             self.notice(f"{key}: {reason}; it carries on with another worker "
                         f"(attempt {item.attempt + 1} of {MAX_ATTEMPTS})")
-            self.manifest.update(key, state="pending", lost_workers=[*self.manifest.get(key).get("lost_workers", []),
-                                                                     remote.where])
+            self.manifest.update(key, state="pending")
             self.put_back(Item(item.job, item.attempt + 1))
         else:
-            self.fail(item, f"{reason}, the {MAX_ATTEMPTS}th worker it killed; it may need more memory than a "
+            self.fail(item, f"{reason}, as did the {MAX_ATTEMPTS - 1} before it; it may need more memory than a "
                             f"worker has (see the worker's log in {LOGS} on its node)")
 
     def fail(self, item: Item, why: str) -> None:

@@ -232,6 +232,31 @@ def test_progress_reaches_the_drivers_callback_and_gpus_are_asked_for(tmp_path, 
     assert code == ClusterError.exit_code and "no live node with a GPU (--device cuda)" in stderr
 
 
+def test_an_input_that_kills_every_worker_it_is_given_fails_alone(tmp_path, models, ray_cluster):
+    inputs = tmp_path / "in"
+    clip(inputs / "victim.mp4", 2500)  # long enough to be caught running, every time
+    clip(inputs / "other.mp4", 10)
+    out = tmp_path / "out"
+    run = edge_run(inputs, "--model", models.planet(), "--out", out, "--ray", ray_cluster.address)
+    victim, killed = str(inputs / "victim.mp4"), []
+    deadline = time.monotonic() + 120
+    while run.poll() is None:
+        assert time.monotonic() < deadline
+        record = jobs_of(out).get(victim, {}) if (out / "jobs.json").exists() else {}
+        if record.get("state") == "running" and record["worker"] not in killed:
+            killed.append(record["worker"])
+            os.kill(int(record["worker"].split(" pid ")[1]), signal.SIGKILL)
+        time.sleep(0.01)
+    code, stdout, stderr = finish(run)
+    assert code == 7 and len(killed) == cluster.MAX_ATTEMPTS, stderr
+    jobs = jobs_of(out)
+    assert jobs[str(inputs / "other.mp4")]["state"] == "done"
+    record = jobs[victim]
+    assert record["state"] == "failed" and record["exit_code"] == ClusterError.exit_code
+    assert record["lost_workers"] == killed and "as did the 2 before it" in record["error"]
+    assert stderr.count("edge-run: error:") == 1 and "1 failed" in stdout
+
+
 def test_a_model_that_fails_on_the_workers_is_the_runs_error(tmp_path, ray_cluster):
     video = clip(tmp_path / "a.mp4")
     bad = tmp_path / "bad.onnx"
@@ -265,3 +290,12 @@ def test_ctrl_c_stops_every_worker_and_resume_carries_on(tmp_path, models, ray_c
     assert stderr.count("resuming after") == 2
     assert {j["state"] for j in jobs_of(out).values()} == {"done"}
     assert outputs(out / "a") == outputs(out / "b")
+
+
+def test_a_lone_input_is_run_even_after_failing_and_its_error_is_the_runs(tmp_path, models, ray_cluster):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(os.urandom(3000))
+    argv = [broken, "--model", models.planet(), "--out", tmp_path / "out", "--ray", ray_cluster.address]
+    for _ in range(2):  # the second time too: a lone input is always tried, as at home
+        code, _, stderr = finish(edge_run(*argv))
+        assert code == 3 and stderr.count("edge-run: error:") == 1 and "failed before" not in stderr
