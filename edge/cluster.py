@@ -13,6 +13,7 @@ there. Inputs, models and --out must be on paths that every node sees under the 
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import queue
 import signal
@@ -29,13 +30,13 @@ from .inputs import Job as InputJob
 from .inputs import expand as expand_inputs
 from .manifest import Manifest
 from .pipeline import POLL_S
-from .runner import Setup, failed_summary, now_iso, output_folder, signals_deferred, signals_raise
+from .runner import MODEL_DIR_ENV, Setup, failed_summary, now_iso, output_folder, signals_deferred, signals_raise
 
 MAX_ATTEMPTS = 3  # an input that has killed its worker this often is failed rather than tried on another
 START_S = 120.0  # for a worker to be placed, import edge and load the models
 STOP_S = 60.0  # after Ctrl-C, for the running inputs to stop and record where they got
 PROGRESS_S = 0.5  # between two progress events of one input
-LOGS = "/tmp/ray/session_latest/logs"  # where a node keeps its workers' logs (Ray's default)
+LOGS = "session_latest/logs in its Ray temp folder, /tmp/ray by default"  # a node's workers' logs
 
 
 @dataclass(frozen=True)
@@ -69,16 +70,23 @@ def run_on_ray(address: str, inputs: list[str], setup: Setup, *, out: str, jobs:
     """runner.run's work spread over a Ray cluster's workers; the same summaries back."""
     ray = _import_ray()
     out_path = Path(os.path.abspath(out))
-    found = [InputJob(os.path.abspath(job.path), job.name) for job in expand_inputs(inputs, outputs=str(out_path))]
-    if not found:
-        raise UsageError("the inputs name no video or image; check the paths and @LIST files")
-    manifest = Manifest(out_path)
+    with signals_raise():
+        found = [InputJob(os.path.abspath(job.path), job.name)
+                 for job in expand_inputs(inputs, outputs=str(out_path))]
+        if not found:
+            raise UsageError("the inputs name no video or image; check the paths and @LIST files")
+        manifest = Manifest(out_path)
+    # the workers' working folders are not this one
+    setup = dataclasses.replace(setup, models=tuple(os.path.abspath(m) for m in setup.models))
     connect(ray, address, notice)
     with signals_raise():  # after ray.init, which sets handlers of its own
         try:
             driver = Driver(ray, setup, manifest, out_path, jobs=jobs, progress=progress, notice=notice,
                             options={"force": force, "retry_failed": retry_failed, "resume": resume})
             return driver.run(found)
+        except ray.exceptions.RayError as err:  # the cluster itself failing under the driver
+            raise ClusterError(f"the Ray cluster failed: {errors.last_line(err)}; `ray status` shows its state, "
+                               f"and jobs.json what was done") from err
         finally:
             # a signal while Ray lets go of the workers asks for what is happening already
             with contextlib.suppress(Interrupted), signals_deferred():
@@ -100,7 +108,7 @@ def connect(ray, address: str, notice) -> None:
     try:
         if address == "auto":
             here = _address_here()
-            if here is not None and _unanswered(here) is None:
+            if here is not None and _unanswered(_host_port(here)) is None:
                 ray.init(address=here, **quiet)
                 notice(f"Ray: joined the cluster at {here} ({_cpus(ray)} CPUs)")
             else:
@@ -109,7 +117,10 @@ def connect(ray, address: str, notice) -> None:
                 notice(f"Ray: {stale}this run started a cluster of this machine alone ({_cpus(ray)} CPUs); "
                        f"`ray start` makes one of several machines")
         else:
-            _join(ray, address, quiet)
+            if (why := _unanswered(_host_port(address))) is not None:
+                raise ClusterError(f"cannot reach a Ray cluster at {address}: {why}; `ray status` on its head node "
+                                   f"says whether it runs (its address is HEAD:6379 by default)")
+            ray.init(address=address, **quiet)
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT) from None
     except EdgeError:
@@ -119,15 +130,14 @@ def connect(ray, address: str, notice) -> None:
     _errors_to_stderr()
 
 
-def _join(ray, address: str, quiet: dict) -> None:
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+def _host_port(address: str) -> tuple[str, int]:
+    if address.startswith("ray://"):  # Ray Client cannot stream an actor's results, which the workers' events are
+        raise UsageError(f"--ray needs the cluster's own address, HEAD:6379, not a Ray Client one ({address})")
+    host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--ray takes auto or a cluster's HOST:PORT (as `ray start --head` prints it), "
                          f"got {address!r}")
-    if (why := _unanswered(address)) is not None:
-        raise ClusterError(f"cannot reach a Ray cluster at {address}: {why}; `ray status` on its head node says "
-                           f"whether it runs (its address is HEAD:6379 by default)")
-    ray.init(address=address, **quiet)
+    return host, int(port)
 
 
 def _errors_to_stderr() -> None:
@@ -165,14 +175,13 @@ def _address_here() -> str | None:
         return None
 
 
-def _unanswered(address: str) -> str | None:
-    """Why nothing answers at `address`, or None when something does. Ray itself retries an
+def _unanswered(host_port: tuple[str, int]) -> str | None:
+    """Why nothing answers at `host_port`, or None when something does. Ray itself retries an
     address that does not answer for minutes on end; a plain connection says so at once."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except (OSError, ValueError) as err:
-        return getattr(err, "strerror", None) or str(err)
+        socket.create_connection(host_port, timeout=5).close()
+    except OSError as err:
+        return err.strerror or str(err)
     return None
 
 
@@ -197,7 +206,8 @@ def remote_error(err: BaseException) -> tuple[str, str, int]:
     """An error as it crosses from a worker to the driver: its kind, its line and its exit code."""
     if isinstance(err, EdgeError):
         return type(err).__name__, user_line(err), err.exit_code
-    return "EdgeError", f"internal error on a Ray worker, {type(err).__name__}: {err} (please report it)", 1
+    return ("EdgeError", f"internal error on a Ray worker, {type(err).__name__}: {errors.last_line(err)} "
+                         f"(please report it)", 1)
 
 
 def rebuilt(kind: str, line: str, exit_code: int) -> EdgeError:
@@ -244,12 +254,13 @@ class Worker:
     def process(self, job: InputJob, record: dict, *, attempt: int, lone: bool, force: bool, retry_failed: bool,
                 resume: bool):
         events = queue.SimpleQueue()
-        last = [0.0]
+        sent, latest = [0.0], [None]
 
         def progress(key: str, written: int, expected: int | None) -> None:
-            if time.monotonic() - last[0] >= PROGRESS_S:
-                last[0] = time.monotonic()
-                events.put(("progress", written, expected))
+            latest[0] = ("progress", written, expected)
+            if time.monotonic() - sent[0] >= PROGRESS_S:
+                sent[0] = time.monotonic()
+                events.put(latest[0])
 
         # a lone input's error is the run's, as at home: it comes back as the error event
         jobs = dataclasses.replace(self.jobs, manifest=Relay(job.key, record, events.put), progress=progress,
@@ -259,9 +270,12 @@ class Worker:
         worker.start()
         while True:
             event = events.get()
-            yield event
-            if event[0] in ("summary", "stopped", "error"):
+            if event[0] in FINAL:
+                if latest[0] is not None:
+                    yield latest[0]  # the last count, which the throttle may have held back
+                yield event
                 break
+            yield event
         worker.join()
 
     @staticmethod
@@ -273,15 +287,20 @@ class Worker:
                 try:
                     # an input its dead worker left is carried on from its checkpoint, if any
                     jobs.prepare(plan, resume=resume or attempt > 1)
-                except UsageError:
-                    if resume:
+                except UsageError as refused:
+                    # its checkpoint was made with as many x264 threads as another node's cores gave
+                    if resume and not getattr(refused, "threads_only", False):
                         raise
-                    jobs.prepare(plan, resume=False)  # this worker's options differ (x264's threads)
+                    jobs.notice(f"{str(refused).split('; ')[0]} on this worker; it starts over")
+                    jobs.prepare(plan, resume=False)
             events.put(("summary", jobs.execute(plan)))
-        except (Interrupted, KeyboardInterrupt):
+        except Interrupted:
             events.put(("stopped", bool(plan and plan.checkpoints and plan.checkpoints.serial)))
         except BaseException as err:  # the whole run's error (an input's own is in its summary)
             events.put(("error", remote_error(err)))
+
+
+FINAL = ("summary", "stopped", "error")  # the events that end an input's stream
 
 
 @dataclass
@@ -310,19 +329,18 @@ class Driver:
         self.changed = threading.Condition()
         self.unfinished = 0
         self.summaries: dict[str, dict] = {}
+        self.running: set[str] = set()  # inputs on a worker now
         self.resumable: dict[str, bool] = {}
         self.stopping = threading.Event()
         self.error: EdgeError | None = None
         self.remotes: list[Remote] = []
         self.lone = False  # one input: its error is the run's
-        self.lost = self._lost_errors()
+        e = ray.exceptions
+        # a worker, not its input, is gone: its input goes to another
+        self.lost = (e.RayActorError, e.WorkerCrashedError, e.NodeDiedError, e.ObjectLostError)
         self.worker_class = ray.remote(Worker)
-
-    def _lost_errors(self) -> tuple:
-        """Ray's errors that mean a worker, not its input, is gone: its input is retried."""
-        e = self.ray.exceptions
-        return (e.RayActorError, e.WorkerCrashedError, e.NodeDiedError, e.ObjectLostError, e.OwnerDiedError,
-                e.LocalRayletDiedError)
+        model_dir = os.environ.get(MODEL_DIR_ENV)  # where this machine's default models are, for every worker
+        self.runtime_env = {"env_vars": {MODEL_DIR_ENV: os.path.abspath(model_dir)}} if model_dir else None
 
     def run(self, found: list[InputJob]) -> list[dict]:
         for job in found:
@@ -333,41 +351,44 @@ class Driver:
         self.queue.extend(Item(job) for job in found)
         self.unfinished = len(found)
         self.lone = len(found) == 1
-        self.start_all()
+        self.start_all(wanted=math.ceil(len(found) / self.jobs))
         threads = [threading.Thread(target=self.serve, args=(remote,), name=f"edge-ray-{i}", daemon=True)
                    for i, remote in enumerate(self.remotes) for _ in range(self.jobs)]
         for thread in threads:
             thread.start()
         try:
-            while any(thread.is_alive() for thread in threads):
+            while any(thread.is_alive() for thread in threads) and not self.stopping.is_set():
                 time.sleep(POLL_S * 4)
         except (Interrupted, KeyboardInterrupt) as err:
             self.stop(threads)
             stopped = err if isinstance(err, Interrupted) else Interrupted(signal.SIGINT)
             stopped.resumable_inputs = sum(self.resumable.values())
             raise stopped from None
-        if self.error is not None:
+        if self.stopping.is_set():  # the run's error
+            self.stop(threads)
             raise self.error
-        for item in self.queue:  # every worker died and none could be started again
-            self.fail(item, f"no Ray worker was left to take it (see their logs in {LOGS} on each node)")
+        if self.queue:  # every worker died, and none could start again
+            raise ClusterError(f"the Ray cluster lost all its workers, with {len(self.queue)} inputs not done (they "
+                               f"stay pending in jobs.json; the same command carries them on); see the nodes' Ray "
+                               f"logs ({LOGS})")
         summaries = [self.summaries[job.key] for job in found]
-        if len(found) == 1 and summaries[0]["status"] == "failed":  # a lone input's error is the run's, as at home
-            raise rebuilt("EdgeError", summaries[0]["error"], summaries[0]["exit_code"])
+        if self.lone and summaries[0]["status"] == "failed":  # it killed its workers: its error is the run's
+            raise rebuilt("ClusterError", summaries[0]["error"], summaries[0]["exit_code"])
         return summaries
 
-    def start_all(self) -> None:
-        nodes = self.ray.nodes()
-        where = placements(nodes, cuda=self.setup.cuda)
+    def start_all(self, *, wanted: int) -> None:
+        """Workers on as many nodes (GPUs) as there are for the inputs, all waited for at once."""
+        where = placements(self.ray.nodes(), cuda=self.setup.cuda)
         if not where:
             need = "a GPU (--device cuda)" if self.setup.cuda else "a CPU"
             raise ClusterError(f"the Ray cluster has no live node with {need}; `ray status` shows its nodes")
-        started = [(Remote(p), self.create(p)) for p in where]
-        for remote, actor in started:
-            if self.ready(remote, actor, first=not self.remotes):
-                self.remotes.append(remote)
+        remotes = [Remote(p) for p in where[:wanted]]
+        for line in self.started([(remote, self.create(remote.placement)) for remote in remotes]):
+            self.notice(line)
+        self.remotes = [remote for remote in remotes if remote.actor is not None]
         if not self.remotes:
             raise ClusterError(f"no Ray worker started within {START_S:.0f} s; `ray status` shows what the cluster "
-                               f"has, and each node's {LOGS} why a worker failed")
+                               f"has free, and each node's Ray logs ({LOGS}) why a worker failed")
 
     def create(self, p: Placement):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -375,31 +396,36 @@ class Driver:
         # max_concurrency: the inputs side by side, and a call to stop them
         actor = self.worker_class.options(
             num_cpus=p.cpus, num_gpus=p.gpus, max_concurrency=self.jobs + 1, max_restarts=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(p.node_id, soft=False))
+            scheduling_strategy=NodeAffinitySchedulingStrategy(p.node_id, soft=False), runtime_env=self.runtime_env)
         return actor.remote(self.setup, str(self.out), p.cpus, self.jobs)
 
-    def ready(self, remote: Remote, actor, *, first: bool) -> bool:
-        """Wait for a worker to have loaded the models. A model that fails to load is the run's
-        error, as it is at home; a worker that cannot start is left out, with a notice."""
-        try:
-            state = self.ray.get(actor.ready.remote(), timeout=START_S)
-        except (self.ray.exceptions.GetTimeoutError, *self.lost) as err:
-            self.ray.kill(actor)
-            self.notice(f"Ray: no worker started on {remote.placement.address}: {_reason(err)}")
-            return False
-        if state["error"] is not None:
-            raise rebuilt(*state["error"])
-        if first:
-            for line in state["notices"]:
-                self.notice(line)
-        remote.actor, remote.where = actor, state["where"]
-        return True
+    def started(self, started: list[tuple["Remote", object]]) -> list[str]:
+        """Wait, START_S in all, for workers to have loaded the models; each that did gets its
+        Remote's actor. A model that fails to load is the run's error, as it is at home; a worker
+        that cannot start is left out, with a notice. Returns the notices of loading the models."""
+        calls = {actor.ready.remote(): (remote, actor) for remote, actor in started}
+        done, _ = self.ray.wait(list(calls), num_returns=len(calls), timeout=START_S)
+        notices = None
+        for call, (remote, actor) in calls.items():
+            try:
+                if call not in done:
+                    raise TimeoutError(f"not started within {START_S:.0f} s")
+                state = self.ray.get(call)
+            except (TimeoutError, self.ray.exceptions.RayError) as err:
+                self.ray.kill(actor)
+                self.notice(f"Ray: no worker started on {remote.placement.address}: {_reason(err)}")
+                continue
+            if state["error"] is not None:
+                raise rebuilt(*state["error"])
+            remote.actor, remote.where = actor, state["where"]
+            notices = state["notices"]  # each worker's are the same: the models it loaded
+        return notices or []
 
     def serve(self, remote: Remote) -> None:
         """One of a worker's slots: inputs from the queue until none is left."""
         try:
             while True:
-                with remote.lock:  # held while another of its slots starts its replacement
+                with remote.lock:  # held while the worker is being replaced
                     actor, generation, where = remote.actor, remote.generation, remote.where
                 if actor is None or (item := self.take()) is None:  # it could not be replaced, or all is done
                     return
@@ -409,15 +435,14 @@ class Driver:
                 try:
                     self.process(actor, where, item)
                 except self.lost as err:
-                    self.on_lost(item, where, err)
-                    if not self.replace(remote, generation):
+                    if not self.replace(remote, generation, item, where, err):
                         return
         except BaseException as err:  # the run's error (a replacement's models failing to load, say)
             self.fail_run(err if isinstance(err, EdgeError) else rebuilt(*remote_error(err)))
 
     def take(self) -> Item | None:
         with self.changed:
-            while not self.queue and self.unfinished and not self.stopping.is_set():
+            while not self.queue and self.unfinished > 0 and not self.stopping.is_set():
                 self.changed.wait(POLL_S * 4)
             if self.stopping.is_set() or not self.queue:
                 return None
@@ -430,16 +455,18 @@ class Driver:
 
     def done(self, key: str, summary: dict) -> None:
         with self.changed:
-            self.summaries[key] = summary
-            self.unfinished -= 1
+            if key not in self.summaries:  # once, even if a worker dies after saying so
+                self.summaries[key] = summary
+                self.unfinished -= 1
             self.changed.notify_all()
 
     def process(self, actor, where: str, item: Item) -> None:
         key = item.job.key
         first = {"lost_workers": []} if item.attempt == 1 else {}
         self.manifest.update(key, worker=where, attempts=item.attempt, **first)
-        events = actor.process.remote(item.job, self.manifest.get(key), attempt=item.attempt,
-                                      lone=self.lone, **self.options)
+        self.running.add(key)
+        events = actor.process.remote(item.job, self.manifest.get(key), attempt=item.attempt, lone=self.lone,
+                                      **self.options)
         for ref in events:
             kind, *args = self.ray.get(ref)
             if kind == "record":
@@ -455,9 +482,33 @@ class Driver:
                 self.resumable[key] = args[0]
             elif kind == "error":
                 self.fail_run(rebuilt(*args[0]))
+            if kind in FINAL:  # what follows, if its worker dies now, no longer matters
+                break
+        self.running.discard(key)
+
+    def replace(self, remote: Remote, generation: int, item: Item, where: str, err: BaseException) -> bool:
+        """After a worker died under `item`: the item goes back to the queue, and the first of
+        the worker's slots to see the death starts a new one on its node, the others waiting
+        for it. False when there is none to be had."""
+        with remote.lock:
+            if remote.generation == generation:  # retired before its item is put back, so no slot takes it there
+                remote.generation += 1
+                remote.actor = None
+                self.on_lost(item, where, err)
+                alive = {node["NodeID"] for node in self.ray.nodes() if node.get("Alive")}
+                if self.stopping.is_set():
+                    pass
+                elif remote.placement.node_id not in alive:
+                    self.notice(f"Ray: node {remote.placement.address} is gone; its inputs go to the other workers")
+                else:
+                    self.started([(remote, self.create(remote.placement))])
+            else:  # another slot of the same worker saw it first
+                self.on_lost(item, where, err)
+            return remote.actor is not None
 
     def on_lost(self, item: Item, where: str, err: BaseException) -> None:
         key = item.job.key
+        self.running.discard(key)
         reason = f"its Ray worker ({where}) died: {_reason(err)}"
         self.manifest.update(key, lost_workers=[*self.manifest.get(key).get("lost_workers", []), where])
         if self.stopping.is_set():
@@ -468,29 +519,10 @@ class Driver:
             self.manifest.update(key, state="pending")
             self.put_back(Item(item.job, item.attempt + 1))
         else:
-            self.fail(item, f"{reason}, as did the {MAX_ATTEMPTS - 1} before it; it may need more memory than a "
-                            f"worker has (see the worker's log in {LOGS} on its node)")
-
-    def fail(self, item: Item, why: str) -> None:
-        key = item.job.key
-        self.manifest.update(key, state="failed", error=f"{key}: {why}", exit_code=ClusterError.exit_code,
-                             finished_at=now_iso())
-        self.done(key, failed_summary(item.job, self.manifest.get(key)))
-
-    def replace(self, remote: Remote, generation: int) -> bool:
-        """A new worker where one died, once for all its slots; False when none can be had."""
-        with remote.lock:
-            if remote.generation != generation:  # another slot of the same worker replaced it already
-                return remote.actor is not None
-            remote.generation += 1
-            remote.actor = None
-            if self.stopping.is_set():
-                return False
-            alive = {node["NodeID"] for node in self.ray.nodes() if node.get("Alive")}
-            if remote.placement.node_id not in alive:
-                self.notice(f"Ray: node {remote.placement.address} is gone; its inputs go to the other workers")
-                return False
-            return self.ready(remote, self.create(remote.placement), first=False)
+            self.manifest.update(key, state="failed", exit_code=ClusterError.exit_code, finished_at=now_iso(),
+                                 error=f"{key}: {reason}, as did the {MAX_ATTEMPTS - 1} before it; it may need more "
+                                       f"memory than a worker has (see the node's Ray logs, {LOGS})")
+            self.done(key, failed_summary(item.job, self.manifest.get(key)))
 
     def fail_run(self, err: EdgeError) -> None:
         """An error that is the whole run's: everything stops, and it is what the run raises."""
@@ -505,12 +537,19 @@ class Driver:
                 remote.actor.stop.remote()
 
     def stop(self, threads: list[threading.Thread]) -> None:
-        """Ctrl-C or SIGTERM: the running inputs stop and record where they got, for a while."""
+        """Every worker's inputs stop and record where they got, for STOP_S at most; those
+        that do not answer by then are recorded interrupted, their workers killed by Ray's
+        shutdown. A second Ctrl-C ends the wait."""
         self.stopping.set()
         self.stop_workers()
         deadline = time.monotonic() + STOP_S
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        except (Interrupted, KeyboardInterrupt):
+            pass
+        for key in list(self.running):
+            self.manifest.update(key, state="interrupted", finished_at=now_iso())
 
 
 def _reason(err: BaseException) -> str:

@@ -116,10 +116,13 @@ class Checkpoints:
             self.stale = stagings
             return
         if (changed := difference(saved["identity"], self.identity)) is not None:
-            if changed.startswith("encoder_threads"):  # x264's output depends on its threads
+            threads_only = changed.startswith("encoder_threads")
+            if threads_only:  # x264's output depends on its threads
                 changed = "its overlay was being encoded with another --jobs (x264's threads change its output)"
-            raise UsageError(f"cannot resume {name}: {changed}; give the interrupted run's command again, "
-                             f"or leave out --resume to start over")
+            refused = UsageError(f"cannot resume {name}: {changed}; give the interrupted run's command again, "
+                                 f"or leave out --resume to start over")
+            refused.threads_only = threads_only  # a Ray worker on a node of other cores starts over instead
+            raise refused
         lost = next((str(path) for path in stagings if not path.is_dir()), None)
         lost = lost or next((f"{staging / entry}" for staging, record in zip(stagings, saved["models"].values())
                              for entry, size in record["entries"].items() if not _holds(staging / entry, size)), None)
