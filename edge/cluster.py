@@ -6,8 +6,8 @@ GPU, which it requests, when the models run on cuda), each loading the models on
 up to `--jobs` inputs side by side exactly as a local run does (runner.Jobs); an input's run
 streams back the changes to its record, its progress and its notices. When a worker dies, its
 inputs go back in the queue, to carry on from their last checkpoint on the next free worker
-(at most MAX_ATTEMPTS times each), and a replacement starts on its node if the node is still
-there. Inputs, models and --out must be on paths that every node sees under the same names.
+(at most MAX_ATTEMPTS times each), and a replacement starts on its node or, the node gone, on
+one that no worker uses. Inputs, models and --out must be on paths that every node sees under the same names.
 """
 
 import contextlib
@@ -20,7 +20,7 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,11 +404,19 @@ class Driver:
         Remote's actor. A model that fails to load is the run's error, as it is at home; a worker
         that cannot start is left out, with a notice. Returns the notices of loading the models."""
         calls = {actor.ready.remote(): (remote, actor) for remote, actor in started}
-        done, _ = self.ray.wait(list(calls), num_returns=len(calls), timeout=START_S)
+        waiting, gone, deadline = list(calls), set(), time.monotonic() + START_S
+        while waiting and time.monotonic() < deadline:
+            _, waiting = self.ray.wait(waiting, num_returns=len(waiting), timeout=POLL_S * 10)
+            # a node that died is noticed by Ray's health checks, long before the deadline
+            alive = {node["NodeID"] for node in self.ray.nodes() if node.get("Alive")}
+            gone |= {call for call in waiting if calls[call][0].placement.node_id not in alive}
+            waiting = [call for call in waiting if call not in gone]
         notices = None
         for call, (remote, actor) in calls.items():
             try:
-                if call not in done:
+                if call in gone:
+                    raise TimeoutError("its node is gone")
+                if call in waiting:
                     raise TimeoutError(f"not started within {START_S:.0f} s")
                 state = self.ray.get(call)
             except (TimeoutError, self.ray.exceptions.RayError) as err:
@@ -488,23 +496,37 @@ class Driver:
 
     def replace(self, remote: Remote, generation: int, item: Item, where: str, err: BaseException) -> bool:
         """After a worker died under `item`: the item goes back to the queue, and the first of
-        the worker's slots to see the death starts a new one on its node, the others waiting
-        for it. False when there is none to be had."""
+        the worker's slots to see the death starts a new worker, the others waiting for it.
+        False when there is none to be had."""
         with remote.lock:
             if remote.generation == generation:  # retired before its item is put back, so no slot takes it there
                 remote.generation += 1
                 remote.actor = None
                 self.on_lost(item, where, err)
-                alive = {node["NodeID"] for node in self.ray.nodes() if node.get("Alive")}
-                if self.stopping.is_set():
-                    pass
-                elif remote.placement.node_id not in alive:
-                    self.notice(f"Ray: node {remote.placement.address} is gone; its inputs go to the other workers")
-                else:
-                    self.started([(remote, self.create(remote.placement))])
+                if not self.stopping.is_set():
+                    self.restart(remote)
             else:  # another slot of the same worker saw it first
                 self.on_lost(item, where, err)
             return remote.actor is not None
+
+    def restart(self, remote: Remote) -> None:
+        """A new worker where the dead one was or, its node gone, on a node that has room."""
+        dead = remote.placement
+        self.started([(remote, self.create(dead))])
+        if remote.actor is None and (other := next((p for p in self.spare() if p.node_id != dead.node_id), None)):
+            remote.placement = other
+            self.started([(remote, self.create(other))])
+
+    def spare(self) -> list[Placement]:
+        """The places for workers that no live worker takes (a node added, or one left idle)."""
+        taken = Counter(r.placement.node_id for r in self.remotes if r.actor is not None)
+        free = []
+        for placement in placements(self.ray.nodes(), cuda=self.setup.cuda):
+            if taken[placement.node_id]:
+                taken[placement.node_id] -= 1
+            else:
+                free.append(placement)
+        return free
 
     def on_lost(self, item: Item, where: str, err: BaseException) -> None:
         key = item.job.key

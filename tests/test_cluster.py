@@ -152,11 +152,16 @@ def ray_cluster():
     this machine (Ray gives them this machine's address rather than 127.0.0.1)."""
     cluster_utils = pytest.importorskip("ray.cluster_utils", reason="the ray extra is not installed")
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # Ray's nodes set their own
-    local = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    workers = [local.add_node(num_cpus=1) for _ in range(2)]
+    # health checks every 0.2 s, so that a node removed by a test is known dead within a second
+    health = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 200, "health_check_timeout_ms": 200,
+              "health_check_failure_threshold": 3}
+    local = cluster_utils.Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False, "_system_config": health})
+    for _ in range(2):
+        local.add_node(num_cpus=1)
     local.wait_for_nodes()
     yield local
-    for node in workers:
+    for node in list(local.worker_nodes):
         local.remove_node(node, allow_graceful=False)
     local.remove_node(local.head_node, allow_graceful=False)
     local.shutdown()  # forgets the cluster's address, so a later `--ray auto` here does not look for it
@@ -317,3 +322,47 @@ def test_a_lone_input_is_run_even_after_failing_and_its_error_is_the_runs(tmp_pa
     for _ in range(2):  # the second time too: a lone input is always tried, as at home
         code, _, stderr = finish(edge_run(*argv))
         assert code == 3 and stderr.count("edge-run: error:") == 1 and "failed before" not in stderr
+
+
+def node_running(ray_cluster, worker: str):
+    """The test cluster's node whose raylet started the worker process `worker` names."""
+    pid = int(worker.split(" pid ")[1])
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return next(n for n in ray_cluster.worker_nodes if n.all_processes["raylet"][0].process.pid == parent)
+
+
+def test_a_node_lost_sends_its_input_to_another_and_with_none_left_the_run_ends(tmp_path, models, ray_cluster):
+    inputs = tmp_path / "in"
+    clip(inputs / "long.mp4", 3000)
+    key = str(inputs / "long.mp4")
+
+    def start(out):
+        run = edge_run(inputs, "--model", models.camvid(), "--out", out, "--ray", ray_cluster.address, "--batch", "1")
+        deadline = time.monotonic() + 120
+        while not (out / "jobs.json").exists() or jobs_of(out).get(key, {}).get("state") != "running":
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.01)
+        return run, node_running(ray_cluster, jobs_of(out)[key]["worker"])
+
+    try:
+        # one input has one worker; its node gone, a worker starts on the other node and carries it on
+        run, node = start(tmp_path / "one")
+        ray_cluster.remove_node(node, allow_graceful=False)
+        code, _, stderr = finish(run)
+        assert code == 0, stderr
+        assert "attempt 2 of 3" in stderr and "already done" not in stderr, stderr  # caught running, every time
+        record = jobs_of(tmp_path / "one")[key]
+        assert record["state"] == "done" and record["attempts"] == 2 and len(record["lost_workers"]) == 1
+        assert record["worker"] != record["lost_workers"][0]
+
+        # the last node gone too: nowhere to carry it on, so the run ends, the input left pending
+        run, node = start(tmp_path / "two")
+        ray_cluster.remove_node(node, allow_graceful=False)
+        code, _, stderr = finish(run)
+        assert code == ClusterError.exit_code, stderr
+        assert "the Ray cluster lost all its workers, with 1 inputs not done" in stderr
+        assert jobs_of(tmp_path / "two")[key]["state"] == "pending"
+    finally:
+        while len(ray_cluster.worker_nodes) < 2:
+            ray_cluster.add_node(num_cpus=1)
+        ray_cluster.wait_for_nodes()
