@@ -142,8 +142,10 @@ def _host_port(address: str) -> tuple[str, int]:
 
 def _errors_to_stderr() -> None:
     """Ray prints the cluster's error messages (a worker died, and why) on the driver's stdout,
-    which must hold nothing but the run's --json; they go to stderr instead. Ray has no option
-    for it, so its printing function is wrapped, where it still has the one it had."""
+    which must hold nothing but the run's --json; they go to stderr instead, each cut to its
+    first line (the rest is a node's log, which stays in its log files; edge says what it does
+    about the death). Ray has no option for it, so its printing function is wrapped, where it
+    still has the one it had."""
     try:
         from ray._private import worker
     except ImportError:
@@ -153,7 +155,8 @@ def _errors_to_stderr() -> None:
         return
 
     def to_stderr(data, **kwargs):
-        return prints({**data, "is_err": True}, **kwargs)
+        lines = [line.strip().splitlines()[0] for line in data.get("lines", []) if line.strip()]
+        return prints({**data, "lines": lines, "is_err": True}, **kwargs)
 
     to_stderr.edge_stderr = True
     worker.print_to_stdstream = to_stderr
