@@ -3,11 +3,12 @@
 This process, the driver, expands the inputs, gives each its output folder and alone writes
 OUT/jobs.json, the one record of what is done. The workers are Ray actors, one per node (one per
 GPU, which it requests, when the models run on cuda), each loading the models once and running
-up to `--jobs` inputs side by side exactly as a local run does (runner.Jobs); an input's run
-streams back the changes to its record, its progress and its notices. When a worker dies, its
-inputs go back in the queue, to carry on from their last checkpoint on the next free worker
+up to `--jobs` inputs side by side exactly as a local run does (cluster_worker.py); an input's
+run streams back the changes to its record, its progress and its notices. When a worker dies,
+its inputs go back in the queue, to carry on from their last checkpoint on the next free worker
 (at most MAX_ATTEMPTS times each), and a replacement starts on its node or, the node gone, on
-one that no worker uses. Inputs, models and --out must be on paths that every node sees under the same names.
+one that no worker uses. Inputs, models and --out must be on paths that every node sees under
+the same names.
 """
 
 import contextlib
@@ -15,7 +16,6 @@ import dataclasses
 import logging
 import math
 import os
-import queue
 import signal
 import socket
 import threading
@@ -25,17 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors
-from .errors import ClusterError, EdgeError, Interrupted, UsageError, user_line
+from .errors import ClusterError, EdgeError, Interrupted, UsageError
 from .inputs import Job as InputJob
 from .inputs import expand as expand_inputs
 from .manifest import Manifest
 from .pipeline import POLL_S
+from .cluster_worker import FINAL, Worker, rebuilt, remote_error
 from .runner import MODEL_DIR_ENV, Setup, failed_summary, now_iso, output_folder, signals_deferred, signals_raise
 
 MAX_ATTEMPTS = 3  # an input that has killed its worker this often is failed rather than tried on another
 START_S = 120.0  # for a worker to be placed, import edge and load the models
 STOP_S = 60.0  # after Ctrl-C, for the running inputs to stop and record where they got
-PROGRESS_S = 0.5  # between two progress events of one input
 LOGS = "session_latest/logs in its Ray temp folder, /tmp/ray by default"  # a node's workers' logs
 
 
@@ -186,124 +186,6 @@ def _unanswered(host_port: tuple[str, int]) -> str | None:
     except OSError as err:
         return err.strerror or str(err)
     return None
-
-
-class Relay:
-    """jobs.json as a worker sees it: one input's record, whose changes go back to the driver."""
-
-    def __init__(self, key: str, record: dict, send):
-        self.key, self.record, self.send = key, dict(record), send
-
-    def get(self, key: str) -> dict:
-        return self.record if key == self.key else {}
-
-    def outputs(self) -> dict[str, str]:
-        return {self.key: self.record["output"]}
-
-    def update(self, key: str, **fields) -> None:
-        self.record.update(fields)
-        self.send(("record", fields))
-
-
-def remote_error(err: BaseException) -> tuple[str, str, int]:
-    """An error as it crosses from a worker to the driver: its kind, its line and its exit code."""
-    if isinstance(err, EdgeError):
-        return type(err).__name__, user_line(err), err.exit_code
-    return ("EdgeError", f"internal error on a Ray worker, {type(err).__name__}: {errors.last_line(err)} "
-                         f"(please report it)", 1)
-
-
-def rebuilt(kind: str, line: str, exit_code: int) -> EdgeError:
-    """The driver's copy of a worker's error: the same line, exit code and, where simple, class."""
-    cls = getattr(errors, kind, EdgeError)
-    if not (isinstance(cls, type) and issubclass(cls, EdgeError)) or cls in (Interrupted, errors.StageError):
-        cls = EdgeError  # their constructors take other arguments than a line
-    err = cls(line)
-    err.exit_code = exit_code
-    return err
-
-
-class Worker:
-    """A Ray actor: the models loaded once; each `process` call runs one input and is a stream
-    of events: ("record", fields), ("progress", written, expected), ("notice", line), and last
-    ("summary", summary), ("stopped", resumable) or ("error", remote_error)."""
-
-    def __init__(self, setup: Setup, out: str, cpus: float, jobs: int):
-        import ray
-
-        self.where = f"{ray.util.get_node_ip_address()} pid {os.getpid()}"
-        self.notices: list[str] = []
-        self.error = None
-        cores = max(1, int(cpus))
-        try:
-            self.jobs = setup.jobs(None, out=Path(out), progress=None, notice=self.notices.append, threads=cores)
-        except EdgeError as err:
-            self.error = remote_error(err)
-            return
-        self.jobs.threads = max(1, cores // jobs)  # the decoder's and encoder's, of each input side by side
-        if all(m.backend.device == "cpu" for m in self.jobs.models):
-            import cv2
-
-            cv2.setNumThreads(1)  # as runner.opencv_threads does, for this process's whole life
-
-    def ready(self) -> dict:
-        return {"error": self.error, "notices": self.notices, "where": self.where}
-
-    def stop(self) -> None:
-        """Running inputs stop at their next tick, keeping their checkpoints; none start."""
-        if self.error is None:
-            self.jobs.cancel.set()
-
-    def process(self, job: InputJob, record: dict, *, attempt: int, lone: bool, force: bool, retry_failed: bool,
-                resume: bool):
-        events = queue.SimpleQueue()
-        sent, latest = [0.0], [None]
-
-        def progress(key: str, written: int, expected: int | None) -> None:
-            latest[0] = ("progress", written, expected)
-            if time.monotonic() - sent[0] >= PROGRESS_S:
-                sent[0] = time.monotonic()
-                events.put(latest[0])
-
-        # a lone input's error is the run's, as at home: it comes back as the error event
-        jobs = dataclasses.replace(self.jobs, manifest=Relay(job.key, record, events.put), progress=progress,
-                                   notice=lambda line: events.put(("notice", line)), lone=lone)
-        worker = threading.Thread(target=self._run, args=(jobs, job, events, attempt, force, retry_failed, resume),
-                                  name="edge-ray-input", daemon=True)
-        worker.start()
-        while True:
-            event = events.get()
-            if event[0] in FINAL:
-                if latest[0] is not None:
-                    yield latest[0]  # the last count, which the throttle may have held back
-                yield event
-                break
-            yield event
-        worker.join()
-
-    @staticmethod
-    def _run(jobs, job, events, attempt, force, retry_failed, resume) -> None:
-        plan = None
-        try:
-            plan = jobs.plan(job, force=force, retry_failed=retry_failed or resume)
-            if plan.known is None:
-                try:
-                    # an input its dead worker left is carried on from its checkpoint, if any
-                    jobs.prepare(plan, resume=resume or attempt > 1)
-                except UsageError as refused:
-                    # its checkpoint was made with as many x264 threads as another node's cores gave
-                    if resume and not getattr(refused, "threads_only", False):
-                        raise
-                    jobs.notice(f"{str(refused).split('; ')[0]} on this worker; it starts over")
-                    jobs.prepare(plan, resume=False)
-            events.put(("summary", jobs.execute(plan)))
-        except Interrupted:
-            events.put(("stopped", bool(plan and plan.checkpoints and plan.checkpoints.serial)))
-        except BaseException as err:  # the whole run's error (an input's own is in its summary)
-            events.put(("error", remote_error(err)))
-
-
-FINAL = ("summary", "stopped", "error")  # the events that end an input's stream
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import cluster
+from edge import cluster, cluster_worker
 from edge.cli import main
 from edge.errors import ClusterError, ModelError, StageError, UsageError
 from tests.makers_clips import make_clip, ramp
@@ -68,11 +68,11 @@ def test_workers_go_one_per_node_or_one_per_gpu():
 
 
 def test_a_workers_error_reaches_the_user_as_the_same_line_and_exit_code():
-    err = cluster.rebuilt(*cluster.remote_error(ModelError("model.onnx: not found; check the path")))
+    err = cluster_worker.rebuilt(*cluster_worker.remote_error(ModelError("model.onnx: not found; check the path")))
     assert isinstance(err, ModelError) and err.exit_code == 4 and str(err) == "model.onnx: not found; check the path"
-    stage = cluster.rebuilt(*cluster.remote_error(StageError("infer", 3, RuntimeError("boom"))))
+    stage = cluster_worker.rebuilt(*cluster_worker.remote_error(StageError("infer", 3, RuntimeError("boom"))))
     assert stage.exit_code == 6 and "stage 'infer' failed at frame 3" in str(stage)
-    bug = cluster.rebuilt(*cluster.remote_error(KeyError("x")))
+    bug = cluster_worker.rebuilt(*cluster_worker.remote_error(KeyError("x")))
     assert bug.exit_code == 1 and "internal error on a Ray worker, KeyError" in str(bug)
 
 
@@ -135,7 +135,7 @@ def test_a_checkpoint_a_worker_cannot_carry_on(attempt, resume, threads_only, ou
     from edge.inputs import Job
 
     jobs, events = FakeJobs(threads_only), SimpleQueue()
-    cluster.Worker._run(jobs, Job("x.mp4", "x"), events, attempt, False, False, resume)
+    cluster_worker.Worker._run(jobs, Job("x.mp4", "x"), events, attempt, False, False, resume)
     kind, value = events.get()
     if outcome == "starts over":
         assert (kind, value) == ("summary", {"status": "done"}) and jobs.prepared == [True, False]
