@@ -228,11 +228,12 @@ class Driver:
         self.runtime_env = {"env_vars": {MODEL_DIR_ENV: os.path.abspath(model_dir)}} if model_dir else None
 
     def run(self, found: list[InputJob]) -> list[dict]:
-        for job in found:
-            before = self.manifest.get(job.key)
-            state = before.get("state") if before.get("state") in ("done", "failed", "interrupted") else "pending"
-            self.manifest.update(job.key, input=job.key, output=str(output_folder(self.manifest, self.out, job)),
-                                 state=state)
+        registered = {}
+        for job in found:  # new inputs' names are unique among them (inputs.py), so one writing does
+            state = self.manifest.get(job.key).get("state")
+            registered[job.key] = {"input": job.key, "output": str(output_folder(self.manifest, self.out, job)),
+                                   "state": state if state in ("done", "failed", "interrupted") else "pending"}
+        self.manifest.update_many(registered)
         self.queue.extend(Item(job) for job in found)
         self.unfinished = len(found)
         self.lone = len(found) == 1

@@ -38,6 +38,11 @@ class Manifest:
     def update(self, key: str, **fields) -> None:
         """Change one input's record. Another edge-run writing into the same OUT is waited for
         (a lock file beside it) and its records kept: the file is read again under the lock."""
+        self.update_many({key: fields})
+
+    def update_many(self, changes: dict[str, dict]) -> None:
+        """Change several inputs' records in one writing of the file (which is whole each time,
+        so thousands of inputs registered one by one would cost the square of their number)."""
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +51,8 @@ class Manifest:
                 raise self._cannot(err) from err
             with lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                self.jobs = {**self._read(), key: {**self.jobs.get(key, {}), **fields}}
+                self.jobs = {**self._read(), **{key: {**self.jobs.get(key, {}), **fields}
+                                                for key, fields in changes.items()}}
                 self._write()
 
     def totals(self) -> dict:

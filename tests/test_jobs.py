@@ -219,3 +219,19 @@ def test_a_failed_input_that_changed_is_tried_again(tmp_path, models):
     clip(broken)  # copied again, whole
     assert main(argv) == 0
     assert jobs_of(tmp_path / "out")["totals"]["done"] == 2
+
+
+def test_many_records_change_in_one_writing_and_keep_another_runs(tmp_path, monkeypatch):
+    from edge import manifest as manifest_module
+    from edge.manifest import Manifest
+
+    ours, theirs = Manifest(tmp_path), Manifest(tmp_path)  # two runs into one OUT
+    theirs.update("/c.mp4", state="running")
+    writes = []
+    real_replace = manifest_module.os.replace
+    monkeypatch.setattr(manifest_module.os, "replace", lambda *a: writes.append(a) or real_replace(*a))
+    ours.update_many({f"/{n}.mp4": {"state": "pending", "output": f"out/{n}"} for n in range(1000)})
+    assert len(writes) == 1
+    jobs = jobs_of(tmp_path)
+    assert len(jobs["jobs"]) == 1001 and jobs["jobs"]["/c.mp4"]["state"] == "running"
+    assert jobs["totals"]["pending"] == 1000 and jobs["jobs"]["/7.mp4"]["output"] == "out/7"
