@@ -31,7 +31,7 @@ from .inputs import expand as expand_inputs
 from .manifest import Manifest
 from .pipeline import POLL_S
 from .cluster_worker import FINAL, Worker, rebuilt, remote_error
-from .runner import MODEL_DIR_ENV, Setup, failed_summary, now_iso, output_folder, signals_deferred, signals_raise
+from .runner import MODEL_DIR_ENV, Setup, failed_summary, now_iso, output_folders, signals_deferred, signals_raise
 
 MAX_ATTEMPTS = 3  # an input that has killed its worker this often is failed rather than tried on another
 START_S = 120.0  # for a worker to be placed, import edge and load the models
@@ -228,10 +228,10 @@ class Driver:
         self.runtime_env = {"env_vars": {MODEL_DIR_ENV: os.path.abspath(model_dir)}} if model_dir else None
 
     def run(self, found: list[InputJob]) -> list[dict]:
-        registered = {}
-        for job in found:  # new inputs' names are unique among them (inputs.py), so one writing does
+        registered, folders = {}, output_folders(self.manifest, self.out, found)
+        for job in found:
             state = self.manifest.get(job.key).get("state")
-            registered[job.key] = {"input": job.key, "output": str(output_folder(self.manifest, self.out, job)),
+            registered[job.key] = {"input": job.key, "output": str(folders[job.key]),
                                    "state": state if state in ("done", "failed", "interrupted") else "pending"}
         self.manifest.update_many(registered)
         self.queue.extend(Item(job) for job in found)
@@ -283,7 +283,7 @@ class Driver:
         actor = self.worker_class.options(
             num_cpus=p.cpus, num_gpus=p.gpus, max_concurrency=self.jobs + 1, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(p.node_id, soft=False), runtime_env=self.runtime_env)
-        return actor.remote(self.setup, str(self.out), p.cpus, self.jobs)
+        return actor.remote(self.setup, p.cpus, self.jobs)
 
     def started(self, started: list[tuple["Remote", object]]) -> list[str]:
         """Wait, START_S in all, for workers to have loaded the models; each that did gets its

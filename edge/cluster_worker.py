@@ -27,9 +27,6 @@ class Relay:
     def get(self, key: str) -> dict:
         return self.record if key == self.key else {}
 
-    def outputs(self) -> dict[str, str]:
-        return {self.key: self.record["output"]}
-
     def update(self, key: str, **fields) -> None:
         self.record.update(fields)
         self.send(("record", fields))
@@ -58,7 +55,7 @@ class Worker:
     of events: ("record", fields), ("progress", written, expected), ("notice", line), and last
     ("summary", summary), ("stopped", resumable) or ("error", remote_error)."""
 
-    def __init__(self, setup: Setup, out: str, cpus: float, jobs: int):
+    def __init__(self, setup: Setup, cpus: float, jobs: int):
         import ray
 
         self.where = f"{ray.util.get_node_ip_address()} pid {os.getpid()}"
@@ -66,7 +63,7 @@ class Worker:
         self.error = None
         cores = max(1, int(cpus))
         try:
-            self.jobs = setup.jobs(None, out=Path(out), progress=None, notice=self.notices.append, threads=cores)
+            self.jobs = setup.jobs(None, progress=None, notice=self.notices.append, threads=cores)
         except EdgeError as err:
             self.error = remote_error(err)
             return
@@ -98,8 +95,9 @@ class Worker:
         # a lone input's error is the run's, as at home: it comes back as the error event
         jobs = dataclasses.replace(self.jobs, manifest=Relay(job.key, record, events.put), progress=progress,
                                    notice=lambda line: events.put(("notice", line)), lone=lone)
-        worker = threading.Thread(target=self._run, args=(jobs, job, events, attempt, force, retry_failed, resume),
-                                  name="edge-ray-input", daemon=True)
+        folder = Path(record["output"])  # the driver gave it
+        worker = threading.Thread(target=self._run, name="edge-ray-input", daemon=True,
+                                  args=(jobs, job, folder, events, attempt, force, retry_failed, resume))
         worker.start()
         while True:
             event = events.get()
@@ -112,10 +110,10 @@ class Worker:
         worker.join()
 
     @staticmethod
-    def _run(jobs, job, events, attempt, force, retry_failed, resume) -> None:
+    def _run(jobs, job, folder, events, attempt, force, retry_failed, resume) -> None:
         plan = None
         try:
-            plan = jobs.plan(job, force=force, retry_failed=retry_failed or resume)
+            plan = jobs.plan(job, folder=folder, force=force, retry_failed=retry_failed or resume)
             if plan.known is None:
                 try:
                     # an input its dead worker left is carried on from its checkpoint, if any

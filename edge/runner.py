@@ -282,13 +282,15 @@ def run(
         return run_on_ray(ray, inputs, setup, out=out, jobs=jobs, force=force, retry_failed=retry_failed,
                           resume=resume, progress=progress, notice=notice)
     with signals_raise():
-        batch_run = setup.jobs(Manifest(Path(out)), out=Path(out), progress=progress, notice=notice)
+        batch_run = setup.jobs(Manifest(Path(out)), progress=progress, notice=notice)
         inputs_jobs = expand_inputs(inputs, outputs=out)
         if not inputs_jobs:
             raise UsageError("the inputs name no video or image; check the paths and @LIST files")
         batch_run.lone = len(inputs_jobs) == 1
         # every input checked, and every resume, before any work
-        plans = [batch_run.plan(job, force=force, retry_failed=retry_failed or resume) for job in inputs_jobs]
+        folders = output_folders(batch_run.manifest, Path(out), inputs_jobs)
+        plans = [batch_run.plan(job, folder=folders[job.key], force=force, retry_failed=retry_failed or resume)
+                 for job in inputs_jobs]
         runnable = [plan for plan in plans if plan.known is None]
         jobs = max(1, min(jobs, len(runnable)))
         # jobs side by side divide the cores between their decoders and encoders
@@ -322,7 +324,7 @@ class Setup:
     upload: str = "auto"
     frames_on: str = "auto"
 
-    def jobs(self, manifest, *, out: Path, progress, notice, threads: int | None = None) -> "Jobs":
+    def jobs(self, manifest, *, progress, notice, threads: int | None = None) -> "Jobs":
         """The models loaded (`threads`: onnxruntime's, where --threads left them open), the
         settings they imply, and a Jobs to run inputs with them."""
         loaded = load_models(self.models, self.tasks_, backend=self.backend, device=self.device,
@@ -342,7 +344,7 @@ class Setup:
                             stride=self.stride, sample_fps=self.sample_fps, start_s=self.start_s, end_s=self.end_s,
                             precision=self.precision, checkpoint_s=self.checkpoint_s, upload=upload,
                             frames_on=self.frames_on, options=self.options)
-        return Jobs(loaded, settings, manifest, out=out, stream=self.stream, lone=False, device_path=device_path,
+        return Jobs(loaded, settings, manifest, stream=self.stream, lone=False, device_path=device_path,
                     progress=progress, notice=notice)
 
     @property
@@ -377,7 +379,6 @@ class Jobs:
     models: list[Model]
     settings: Settings
     manifest: Manifest
-    out: Path
     stream: int
     lone: bool  # a lone input's error is the run's error; of several, each fails on its own
     device_path: DevicePath | None
@@ -386,10 +387,9 @@ class Jobs:
     threads: int | None = None  # each job's decoder and encoder threads; None: theirs to choose
     cancel: threading.Event = field(default_factory=threading.Event)
 
-    def plan(self, job: InputJob, *, force: bool, retry_failed: bool) -> Plan:
+    def plan(self, job: InputJob, *, folder: Path, force: bool, retry_failed: bool) -> Plan:
         """Probe the input and see what is known of it: done before, or failed and unchanged
-        (`retry_failed`: tried again all the same, as --resume does too)."""
-        folder = self.folder_for(job)
+        (`retry_failed`: tried again all the same, as --resume does too). `folder`: its outputs'."""
         before = self.manifest.get(job.key)
         if (before.get("state") == "failed" and not self.lone and not retry_failed
                 and before.get("command") == self.command_key and before.get("exit_code") in INPUT_FAILURES
@@ -426,9 +426,6 @@ class Jobs:
         plan.checkpoints.open(resume=resume, notice=self.notice)
         self.manifest.update(plan.job.key, input=plan.job.key, output=str(plan.folder), state="pending",
                              command=self.command_key, error=None, exit_code=None)
-
-    def folder_for(self, job: InputJob) -> Path:
-        return output_folder(self.manifest, self.out, job)
 
     def execute_all(self, plans: list[Plan], jobs: int) -> list[dict]:
         """Every plan, `jobs` at a time. Each job's pipeline waits in its own worker thread;
@@ -518,14 +515,19 @@ class Jobs:
         return failed_summary(job, self.manifest.get(job.key))
 
 
-def output_folder(manifest, out: Path, job: InputJob) -> Path:
-    """Where an input's outputs go: where jobs.json says they went before, else OUT/NAME, with
-    its path's hash added where another input's outputs are already there."""
+def output_folders(manifest, out: Path, jobs: list[InputJob]) -> dict[str, Path]:
+    """Where each input's outputs go, by its key: where jobs.json says they went before, else
+    OUT/NAME, with its path's hash added where another input's outputs are already there (the
+    inputs of one run have names of their own: inputs.py)."""
     recorded = manifest.outputs()
-    if job.key in recorded:
-        return Path(recorded.pop(job.key))
-    folder = Path(out) / job.name
-    return folder if str(folder) not in recorded.values() else Path(out) / f"{job.name}-{short_hash(job.path)}"
+    taken = set(recorded.values())
+    folders = {}
+    for job in jobs:
+        folder = Path(recorded[job.key]) if job.key in recorded else Path(out) / job.name
+        if job.key not in recorded and str(folder) in taken:
+            folder = Path(out) / f"{job.name}-{short_hash(job.path)}"
+        folders[job.key] = folder
+    return folders
 
 
 def figures(summary: dict) -> dict:

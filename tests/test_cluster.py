@@ -105,10 +105,10 @@ class FakeJobs:
         self.threads_only = threads_only
         self.prepared, self.notices = [], []
 
-    def plan(self, job, *, force, retry_failed):
+    def plan(self, job, *, folder, force, retry_failed):
         from edge.runner import Plan
 
-        return Plan(job, Path("out") / job.name)
+        return Plan(job, folder)
 
     def prepare(self, plan, *, resume):
         self.prepared.append(resume)
@@ -135,7 +135,7 @@ def test_a_checkpoint_a_worker_cannot_carry_on(attempt, resume, threads_only, ou
     from edge.inputs import Job
 
     jobs, events = FakeJobs(threads_only), SimpleQueue()
-    cluster_worker.Worker._run(jobs, Job("x.mp4", "x"), events, attempt, False, False, resume)
+    cluster_worker.Worker._run(jobs, Job("x.mp4", "x"), Path("out/x"), events, attempt, False, False, resume)
     kind, value = events.get()
     if outcome == "starts over":
         assert (kind, value) == ("summary", {"status": "done"}) and jobs.prepared == [True, False]
