@@ -227,10 +227,12 @@ def test_interrupt_stops_promptly_and_keeps_no_partial_file(tmp_path, models, si
     clip = tmp_path / "long.mp4"
     rng = np.random.default_rng(1)
     noise = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(8)]
-    make_clip(clip, (noise[i % 8] for i in range(1500)), fps=25, codec="mpeg4")  # quick to make, slow to run
+    make_clip(clip, (noise[i % 8] for i in range(6000)), fps=25, codec="mpeg4")  # quick to make, slow to run
     make_clip(tmp_path / "short.mp4", noise[:4], fps=25)
     out = tmp_path / "out"
-    proc = _spawn([tmp_path / "short.mp4", clip, "--model", models.camvid(), "--out", out, "--quiet"])
+    # no checkpoint before the signal, however far the run got: with one, partial files are kept on purpose
+    proc = _spawn([tmp_path / "short.mp4", clip, "--model", models.camvid(), "--out", out, "--quiet",
+                   "--checkpoint-every", "3600"])
     deadline = time.monotonic() + 30
     while not list(out.glob("*/*/.edge-partial-*/.overlay.mp4*")) and time.monotonic() < deadline:
         time.sleep(0.05)
