@@ -1,6 +1,13 @@
+import os
+
 import pytest
 
 from tests import makers_models
+
+# Ray puts the nodes it starts on this machine at its outward address, and turns 127.0.0.1 given to
+# ray.init into it too; this switch (read when ray is imported, and inherited by the edge-run
+# processes the tests start) keeps the tests' clusters on loopback, where they need no network.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture

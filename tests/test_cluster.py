@@ -1,4 +1,4 @@
-"""--ray: inputs spread over a Ray cluster that the tests start on this machine (a head without
+"""--ray: inputs spread over a Ray cluster that the tests start on 127.0.0.1 (a head without
 CPUs and two worker nodes of one CPU each), a worker killed in the middle of an input, and the
 errors a user meets before any of it."""
 
@@ -149,7 +149,7 @@ def test_a_checkpoint_a_worker_cannot_carry_on(attempt, resume, threads_only, ou
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A head node with no CPUs, so that all work goes to two worker nodes of one CPU each, all on
-    this machine (Ray gives them this machine's address rather than 127.0.0.1)."""
+    127.0.0.1 (see conftest)."""
     cluster_utils = pytest.importorskip("ray.cluster_utils", reason="the ray extra is not installed")
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # Ray's nodes set their own
     # health checks every 0.2 s, so that a node removed by a test is known dead within a second
@@ -160,6 +160,7 @@ def ray_cluster():
     for _ in range(2):
         local.add_node(num_cpus=1)
     local.wait_for_nodes()
+    assert {node.node_ip_address for node in [local.head_node, *local.worker_nodes]} == {"127.0.0.1"}
     yield local
     for node in list(local.worker_nodes):
         local.remove_node(node, allow_graceful=False)
