@@ -31,6 +31,10 @@ class Relay:
         self.record.update(fields)
         self.send(("record", fields))
 
+    def update_many(self, changes: dict[str, dict]) -> None:
+        for key, fields in changes.items():
+            self.update(key, **fields)
+
 
 def remote_error(err: BaseException) -> tuple[str, str, int]:
     """An error as it crosses from a worker to the driver: its kind, its line and its exit code."""
@@ -124,6 +128,7 @@ class Worker:
                         raise
                     jobs.notice(f"{str(refused).split('; ')[0]} on this worker; it starts over")
                     jobs.prepare(plan, resume=False)
+                jobs.register([plan])
             events.put(("summary", jobs.execute(plan)))
         except Interrupted:
             events.put(("stopped", bool(plan and plan.checkpoints and plan.checkpoints.serial)))

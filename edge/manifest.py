@@ -3,9 +3,9 @@
 Per input (keyed by its full path): state (pending, running, done, failed, interrupted), its
 output folder, the error line and exit code of a failure, when it started and finished, its
 frames and frames/s, and the identity of the run that made it (resume_key). The file is
-written anew, atomically, at every change, so it can be read at any moment, and a later run
-into the same OUT reads it to know what is done and what failed; two runs into one OUT at
-once keep each other's records.
+written anew (a line per input), atomically, at every change, so it can be read at any
+moment, and a later run into the same OUT reads it to know what is done and what failed; two
+runs into one OUT at once keep each other's records.
 """
 
 import contextlib
@@ -26,6 +26,8 @@ class Manifest:
     def __init__(self, root: Path):
         self.path = Path(root) / NAME
         self._lock = threading.Lock()
+        self._as_left = None  # the file's identity when this process last read or wrote it
+        self._lines: dict[str, str] = {}  # each record's line as last written, while it is unchanged
         self.jobs: dict[str, dict] = self._read()
 
     def get(self, key: str) -> dict:
@@ -51,8 +53,14 @@ class Manifest:
                 raise self._cannot(err) from err
             with lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                self.jobs = {**self._read(), **{key: {**self.jobs.get(key, {}), **fields}
-                                                for key, fields in changes.items()}}
+                # read again only if another run wrote it since: at 10,000 inputs a reading costs more than a writing
+                if self._identity() == self._as_left:
+                    known = self.jobs
+                else:
+                    known, self._lines = self._read(), {}
+                for key in changes:
+                    self._lines.pop(key, None)
+                self.jobs = {**known, **{key: {**self.jobs.get(key, {}), **fields} for key, fields in changes.items()}}
                 self._write()
 
     def totals(self) -> dict:
@@ -65,8 +73,17 @@ class Manifest:
                 "frames": frames, "seconds": round(seconds, 3),
                 "frames_per_s": round(frames / seconds, 2) if seconds else None}
 
+    def _identity(self) -> tuple | None:
+        """The file as it is now, told apart from every other writing of it (each is a new file)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
     def _read(self) -> dict[str, dict]:
         try:
+            self._as_left = self._identity()
             jobs = json.loads(self.path.read_text())["jobs"]
             if isinstance(jobs, dict) and all(isinstance(job, dict) for job in jobs.values()):
                 return jobs
@@ -80,12 +97,20 @@ class Manifest:
         return {}
 
     def _write(self) -> None:
+        # a line per input: as easy to read and grep as indented JSON, and json's C encoder
+        # (which indenting turns off) makes it ten times quicker to write; unchanged lines are kept
+        for key, job in self.jobs.items():
+            if key not in self._lines:
+                self._lines[key] = f"    {json.dumps(key)}: {json.dumps(job)}"
+        records = ",\n".join(self._lines[key] for key in self.jobs)
+        text = f'{{\n  "jobs": {{\n{records}\n  }},\n  "totals": {json.dumps(self.totals())}\n}}\n'
         try:
             fd, partial = tempfile.mkstemp(prefix=f".{NAME}.", dir=self.path.parent)
             with os.fdopen(fd, "w") as file:
-                file.write(json.dumps({"jobs": self.jobs, "totals": self.totals()}, indent=2) + "\n")
+                file.write(text)
             os.chmod(partial, 0o644)
             os.replace(partial, self.path)
+            self._as_left = self._identity()
         except OSError as err:
             raise self._cannot(err) from err
 

@@ -297,6 +297,7 @@ def run(
         batch_run.threads = None if jobs == 1 else max(1, usable_cores() // jobs)
         for plan in runnable:
             batch_run.prepare(plan, resume=resume)
+        batch_run.register(runnable)
         with batch_run.opencv_threads():
             return batch_run.execute_all(plans, jobs)
 
@@ -424,8 +425,12 @@ class Jobs:
         plan.checkpoints = Checkpoints(plan.folder, plan.identity, {m.folder_name: m.contract.task for m in self.models},
                                        encoder_threads=self.threads if x264 else None)
         plan.checkpoints.open(resume=resume, notice=self.notice)
-        self.manifest.update(plan.job.key, input=plan.job.key, output=str(plan.folder), state="pending",
-                             command=self.command_key, error=None, exit_code=None)
+
+    def register(self, plans: list[Plan]) -> None:
+        """Record the prepared plans as pending, all in one writing of jobs.json."""
+        self.manifest.update_many({plan.job.key: {"input": plan.job.key, "output": str(plan.folder), "state": "pending",
+                                                  "command": self.command_key, "error": None, "exit_code": None}
+                                   for plan in plans})
 
     def execute_all(self, plans: list[Plan], jobs: int) -> list[dict]:
         """Every plan, `jobs` at a time. Each job's pipeline waits in its own worker thread;

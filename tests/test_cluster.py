@@ -117,6 +117,9 @@ class FakeJobs:
             refused.threads_only = self.threads_only
             raise refused
 
+    def register(self, plans):
+        pass
+
     def notice(self, line):
         self.notices.append(line)
 

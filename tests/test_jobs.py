@@ -235,3 +235,32 @@ def test_many_records_change_in_one_writing_and_keep_another_runs(tmp_path, monk
     jobs = jobs_of(tmp_path)
     assert len(jobs["jobs"]) == 1001 and jobs["jobs"]["/c.mp4"]["state"] == "running"
     assert jobs["totals"]["pending"] == 1000 and jobs["jobs"]["/7.mp4"]["output"] == "out/7"
+
+    # each reads the file again only when the other wrote it since
+    reads = []
+    real_read = Manifest._read
+    monkeypatch.setattr(Manifest, "_read", lambda self: reads.append(self) or real_read(self))
+    ours.update("/7.mp4", state="running")
+    ours.update("/8.mp4", state="running")
+    assert reads == []
+    theirs.update("/c.mp4", state="done")
+    ours.update("/7.mp4", state="done")
+    assert reads == [theirs, ours]
+    jobs = jobs_of(tmp_path)["jobs"]
+    assert (jobs["/c.mp4"]["state"], jobs["/7.mp4"]["state"], jobs["/8.mp4"]["state"]) == ("done", "done", "running")
+    assert jobs == Manifest(tmp_path).jobs == ours.jobs
+
+
+def test_a_run_registers_all_its_inputs_in_one_writing(tmp_path, models, monkeypatch):
+    """Then each input changes its own record as it starts and as it ends: a folder of thousands
+    of inputs would otherwise rewrite a growing jobs.json thousands of times before any work."""
+    from edge.manifest import Manifest
+
+    for n in range(5):
+        clip(tmp_path / "in" / f"{n}.mp4", 2)
+    writes = []
+    real_write = Manifest._write
+    monkeypatch.setattr(Manifest, "_write", lambda self: writes.append(dict(self.jobs)) or real_write(self))
+    assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert [job["state"] for job in writes[0].values()] == ["pending"] * 5
+    assert len(writes) == 1 + 2 * 5 and jobs_of(tmp_path / "out")["totals"]["done"] == 5
