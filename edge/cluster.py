@@ -31,7 +31,8 @@ from .inputs import expand as expand_inputs
 from .manifest import Manifest
 from .pipeline import POLL_S
 from .cluster_worker import FINAL, Worker, rebuilt, remote_error
-from .runner import MODEL_DIR_ENV, Setup, failed_summary, now_iso, output_folders, signals_deferred, signals_raise
+from .runner import (MODEL_DIR_ENV, Setup, failed_summary, now_iso, output_folders, signals_deferred, signals_raise,
+                     skipped_notice)
 
 MAX_ATTEMPTS = 3  # an input that has killed its worker this often is failed rather than tried on another
 START_S = 120.0  # for a worker to be placed, import edge and load the models
@@ -258,6 +259,8 @@ class Driver:
                                f"stay pending in jobs.json; the same command carries them on); see the nodes' Ray "
                                f"logs ({LOGS})")
         summaries = [self.summaries[job.key] for job in found]
+        if not self.lone:
+            skipped_notice(summaries, len(found), self.notice)
         if self.lone and summaries[0]["status"] == "failed":  # it killed its workers: its error is the run's
             raise rebuilt("ClusterError", summaries[0]["error"], summaries[0]["exit_code"])
         return summaries

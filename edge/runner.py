@@ -291,6 +291,8 @@ def run(
         folders = output_folders(batch_run.manifest, Path(out), inputs_jobs)
         plans = [batch_run.plan(job, folder=folders[job.key], force=force, retry_failed=retry_failed or resume)
                  for job in inputs_jobs]
+        if not batch_run.lone:
+            skipped_notice([plan.known for plan in plans if plan.known is not None], len(plans), notice)
         runnable = [plan for plan in plans if plan.known is None]
         jobs = max(1, min(jobs, len(runnable)))
         # jobs side by side divide the cores between their decoders and encoders
@@ -410,7 +412,8 @@ class Jobs:
         identity = run_identity(info, self.models, self.settings)
         done = None if force else finished(folder, self.models, resume_key=key_of(identity))
         if done is not None:
-            self.notice(f"{info.path}: already done with these options, in {folder}; skipped (--force runs it again)")
+            if self.lone:  # of several, they are counted in one line (skipped_notice)
+                self.notice(f"{info.path}: already done with these options, in {folder}; skipped (--force runs it again)")
             self.manifest.update(job.key, input=job.key, output=str(folder), state="done",
                                  command=self.command_key, error=None, exit_code=None, **figures(done))
             return Plan(job, folder, known=done)
@@ -546,6 +549,13 @@ def _fingerprint(path: str) -> dict | None:
         return fingerprint(path)
     except OSError:
         return None
+
+
+def skipped_notice(summaries: list[dict], inputs: int, notice) -> None:
+    """One line for the inputs of several that were done before, rather than one each."""
+    skipped = sum(s["status"] == "skipped" for s in summaries)
+    if skipped:
+        notice(f"{skipped} of {inputs} inputs already done with these options; skipped (--force runs them again)")
 
 
 def failed_summary(job: InputJob, record: dict, *, earlier: bool = False) -> dict:

@@ -74,7 +74,8 @@ def test_a_failing_input_stops_only_itself_and_reruns_skip_what_is_done(tmp_path
 
     assert main(argv) == 7  # the failure stands; nothing is run again
     err = capsys.readouterr().err
-    assert err.count("already done") == 2 and "failed before" in err and "--retry-failed" in err
+    assert err.count("already done") == 1 and "failed before" in err and "--retry-failed" in err
+    assert "2 of 3 inputs already done with these options; skipped (--force runs them again)" in err
     assert (out / "a" / "planet" / "scores.csv").stat().st_mtime_ns == stamp
 
     clip(broken)  # mended
@@ -93,6 +94,9 @@ def test_a_lone_input_that_failed_before_is_run_again(tmp_path, models, capsys):
     assert main(argv) == 0
     (job,) = jobs_of(tmp_path / "out")["jobs"].values()
     assert job["state"] == "done" and job["frames"] == 6 and job["error"] is None
+    capsys.readouterr()
+    assert main(argv[:-1]) == 0  # done: a lone input is named in its notice
+    assert f"{video}: already done with these options, in {tmp_path / 'out' / 'v'}; skipped" in capsys.readouterr().err
 
 
 def test_an_interrupted_input_is_recorded_and_the_rest_stay_pending(tmp_path, models, monkeypatch):

@@ -247,7 +247,7 @@ def test_resume_skips_finished_inputs_and_carries_on_the_interrupted_one(tmp_pat
 
     assert main(argv + ["--resume"]) == 0
     captured = capsys.readouterr()
-    assert "first.mp4: already done with these options" in captured.err
+    assert "1 of 2 inputs already done with these options" in captured.err
     assert "second.mp4: resuming after 0.76 s (20 frames done)" in captured.err
     assert "first.mp4: already done -> " in captured.out
     assert "second.mp4: 60 frames (20 of them before resuming), 60 processed" in captured.out
