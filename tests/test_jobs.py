@@ -151,7 +151,17 @@ def test_a_signal_stops_every_job_promptly_and_each_records_where_it_got(tmp_pat
     real = sinks.CsvSink.write
     monkeypatch.setattr(sinks.CsvSink, "write", lambda self, frame, result: (time.sleep(0.02), real(self, frame,
                                                                                                        result)))
-    threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    def stop_once_running():  # not on a clock: a slow machine could still be loading the model
+        deadline = time.monotonic() + 60
+        while '"running"' not in read(tmp_path / "out" / "jobs.json") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # each input takes over a second: two are running, two pending
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def read(path):
+        return path.read_text() if path.exists() else ""
+
+    threading.Thread(target=stop_once_running, daemon=True).start()
     started = time.monotonic()
     code = main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--jobs", "2",
                  "--checkpoint-every", "0.2", "--quiet"])
