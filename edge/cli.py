@@ -75,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
                    help="spread the inputs over a Ray cluster (pip install 'edge[ray]'): auto (the one running here, "
                         "else one of this machine alone) or HEAD:PORT; one worker per node, or per GPU on cuda, each "
                         "running --jobs inputs; inputs, models and --out must be on paths every node sees")
+    p.add_argument("--ray-cpus", type=int, metavar="N",
+                   help="CPUs each Ray worker reserves, as many workers on a node as fit (default: one worker "
+                        "taking all of its node's, or with --device cuda its GPU's share)")
     p.add_argument("--force", action="store_true", help="run inputs again that this command already finished")
     p.add_argument("--retry-failed", action="store_true", help="run inputs again that failed before (see jobs.json)")
     p.add_argument("--resume", action="store_true",
@@ -170,7 +173,8 @@ def _run(args) -> list[dict]:
                    start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
                    precision=args.precision, options=options, resume=args.resume, force=args.force,
                    retry_failed=args.retry_failed, checkpoint_s=args.checkpoint_every,
-                   upload=args.upload, frames_on=args.frames_on, jobs=args.jobs, ray=args.ray, progress=progress,
+                   upload=args.upload, frames_on=args.frames_on, jobs=args.jobs, ray=args.ray, ray_cpus=args.ray_cpus,
+                   progress=progress,
                    notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 

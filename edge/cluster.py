@@ -13,6 +13,7 @@ the same names.
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -50,23 +51,26 @@ class Placement:
     gpus: int
 
 
-def placements(nodes: list[dict], *, cuda: bool) -> list[Placement]:
-    """One worker per live node with CPUs; on cuda, one per GPU instead, each with its share of
-    the node's CPUs. `nodes` as `ray.nodes()` gives them."""
-    found = []
+def placements(nodes: list[dict], *, cuda: bool, cpus: int | None = None) -> list[Placement]:
+    """One worker per live node with CPUs, reserving them all; on cuda, one per GPU instead,
+    each with its share of the node's CPUs. With `cpus` (--ray-cpus), each worker reserves that
+    many, and a node takes as many workers as fit (on cuda, at most one per GPU). `nodes` as
+    `ray.nodes()` gives them. In turns over the nodes, so that the first few spread out."""
+    per_node = []
     for node in nodes:
         resources = node.get("Resources", {})
-        cpus, gpus = resources.get("CPU", 0.0), int(resources.get("GPU", 0))
+        has, gpus = resources.get("CPU", 0.0), int(resources.get("GPU", 0))
         if not node.get("Alive"):
             continue
-        if cuda:
-            found += [Placement(node["NodeID"], node["NodeManagerAddress"], cpus / gpus, 1) for _ in range(gpus)]
-        elif cpus >= 1:
-            found.append(Placement(node["NodeID"], node["NodeManagerAddress"], cpus, 0))
-    return found
+        if cpus is None:
+            each, count = (has / max(gpus, 1), gpus) if cuda else (has, int(has >= 1))
+        else:
+            each, count = cpus, min(int(has // cpus), gpus) if cuda else int(has // cpus)
+        per_node.append([Placement(node["NodeID"], node["NodeManagerAddress"], each, int(cuda)) for _ in range(count)])
+    return [p for turn in itertools.zip_longest(*per_node) for p in turn if p is not None]
 
 
-def run_on_ray(address: str, inputs: list[str], setup: Setup, *, out: str, jobs: int, force: bool,
+def run_on_ray(address: str, inputs: list[str], setup: Setup, *, out: str, jobs: int, cpus: int | None, force: bool,
                retry_failed: bool, resume: bool, progress, notice) -> list[dict]:
     """runner.run's work spread over a Ray cluster's workers; the same summaries back."""
     ray = _import_ray()
@@ -82,7 +86,7 @@ def run_on_ray(address: str, inputs: list[str], setup: Setup, *, out: str, jobs:
     connect(ray, address, notice)
     with signals_raise():  # after ray.init, which sets handlers of its own
         try:
-            driver = Driver(ray, setup, manifest, out_path, jobs=jobs, progress=progress, notice=notice,
+            driver = Driver(ray, setup, manifest, out_path, jobs=jobs, cpus=cpus, progress=progress, notice=notice,
                             options={"force": force, "retry_failed": retry_failed, "resume": resume})
             return driver.run(found)
         except ray.exceptions.RayError as err:  # the cluster itself failing under the driver
@@ -207,10 +211,10 @@ class Item:
 
 
 class Driver:
-    def __init__(self, ray, setup: Setup, manifest: Manifest, out: Path, *, jobs: int, options: dict, progress,
-                 notice):
+    def __init__(self, ray, setup: Setup, manifest: Manifest, out: Path, *, jobs: int, cpus: int | None,
+                 options: dict, progress, notice):
         self.ray, self.setup, self.manifest, self.out = ray, setup, manifest, out
-        self.jobs, self.options, self.progress, self.notice = jobs, options, progress, notice
+        self.jobs, self.cpus, self.options, self.progress, self.notice = jobs, cpus, options, progress, notice
         self.queue: deque[Item] = deque()
         self.changed = threading.Condition()
         self.unfinished = 0
@@ -267,9 +271,11 @@ class Driver:
 
     def start_all(self, *, wanted: int) -> None:
         """Workers on as many nodes (GPUs) as there are for the inputs, all waited for at once."""
-        where = placements(self.ray.nodes(), cuda=self.setup.cuda)
+        where = placements(self.ray.nodes(), cuda=self.setup.cuda, cpus=self.cpus)
         if not where:
-            need = "a GPU (--device cuda)" if self.setup.cuda else "a CPU"
+            gpu = "a GPU (--device cuda)" if self.setup.cuda else None
+            cpus = f"{self.cpus} CPUs (--ray-cpus)" if self.cpus else None
+            need = " and ".join(filter(None, [gpu, cpus])) or "a CPU"
             raise ClusterError(f"the Ray cluster has no live node with {need}; `ray status` shows its nodes")
         remotes = [Remote(p) for p in where[:wanted]]
         for line in self.started([(remote, self.create(remote.placement)) for remote in remotes]):
@@ -410,7 +416,7 @@ class Driver:
         """The places for workers that no live worker takes (a node added, or one left idle)."""
         taken = Counter(r.placement.node_id for r in self.remotes if r.actor is not None)
         free = []
-        for placement in placements(self.ray.nodes(), cuda=self.setup.cuda):
+        for placement in placements(self.ray.nodes(), cuda=self.setup.cuda, cpus=self.cpus):
             if taken[placement.node_id]:
                 taken[placement.node_id] -= 1
             else:

@@ -253,6 +253,7 @@ def run(
     frames_on: str = "auto",
     jobs: int = 1,
     ray: str | None = None,
+    ray_cpus: int | None = None,
     progress=None,
     notice=lambda message: None,
 ) -> list[dict]:
@@ -264,7 +265,7 @@ def run(
     from its last checkpoint, taken every `checkpoint_s` seconds of video. With several inputs,
     one that fails is recorded and the others go on; a lone input's error is raised. `jobs`
     inputs run side by side; `ray` (auto, or a cluster's address) spreads them over a Ray
-    cluster's nodes instead (cluster.py). `progress(input, frames written, frames expected)` is
+    cluster's nodes instead (cluster.py), each worker reserving `ray_cpus` CPUs, or its node's. `progress(input, frames written, frames expected)` is
     called as each input goes."""
     media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                              stream=stream)
@@ -272,6 +273,10 @@ def run(
     media.check_choice("upload", upload, UPLOADS)
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
+    if ray_cpus is not None and ray is None:
+        raise UsageError("--ray-cpus goes with --ray: it is the CPUs each Ray worker reserves")
+    if ray_cpus is not None and (not isinstance(ray_cpus, int) or ray_cpus < 1):
+        raise UsageError(f"--ray-cpus must be 1 or more, got {ray_cpus!r}")
     setup = Setup(models=tuple(models), tasks_=tuple(tasks_), batch=batch, decoder=decoder, stream=stream,
                   stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s, backend=backend, device=device,
                   threads=threads, precision=precision, options=options, checkpoint_s=checkpoint_s, upload=upload,
@@ -279,8 +284,8 @@ def run(
     if ray is not None:
         from .cluster import run_on_ray
 
-        return run_on_ray(ray, inputs, setup, out=out, jobs=jobs, force=force, retry_failed=retry_failed,
-                          resume=resume, progress=progress, notice=notice)
+        return run_on_ray(ray, inputs, setup, out=out, jobs=jobs, cpus=ray_cpus, force=force,
+                          retry_failed=retry_failed, resume=resume, progress=progress, notice=notice)
     with signals_raise():
         batch_run = setup.jobs(Manifest(Path(out)), progress=progress, notice=notice)
         inputs_jobs = expand_inputs(inputs, outputs=out)

@@ -65,6 +65,12 @@ def test_workers_go_one_per_node_or_one_per_gpu():
     assert [(p.node_id, p.cpus, p.gpus) for p in on_cpu] == [("a", 16.0, 0), ("b", 8.0, 0)]
     on_gpu = cluster.placements(nodes, cuda=True)
     assert [(p.node_id, p.cpus, p.gpus) for p in on_gpu] == [("a", 8.0, 1), ("a", 8.0, 1)]
+    # --ray-cpus: as many workers as fit, taking turns over the nodes; on cuda, no more than the GPUs
+    threes = cluster.placements(nodes, cuda=False, cpus=3)
+    assert [(p.node_id, p.cpus) for p in threes] == [("a", 3), ("b", 3), ("a", 3), ("b", 3), ("a", 3), ("a", 3), ("a", 3)]
+    assert [p.node_id for p in cluster.placements(nodes, cuda=False, cpus=12)] == ["a"]
+    assert [(p.node_id, p.cpus, p.gpus) for p in cluster.placements(nodes, cuda=True, cpus=12)] == [("a", 12, 1)]
+    assert [(p.node_id, p.cpus, p.gpus) for p in cluster.placements(nodes, cuda=True, cpus=2)] == [("a", 2, 1)] * 2
 
 
 def test_a_workers_error_reaches_the_user_as_the_same_line_and_exit_code():
@@ -81,6 +87,10 @@ def test_ray_addresses_that_cannot_work_fail_at_once_in_one_line(tmp_path, model
     video = clip(tmp_path / "a.mp4")
     argv = [str(video), "--model", models.planet(), "--out", str(tmp_path / "out")]
     started = time.monotonic()
+    assert main([*argv, "--ray-cpus", "2"]) == UsageError.exit_code
+    assert "--ray-cpus goes with --ray" in capsys.readouterr().err
+    assert main([*argv, "--ray", "auto", "--ray-cpus", "0"]) == UsageError.exit_code
+    assert "--ray-cpus must be 1 or more, got 0" in capsys.readouterr().err
     assert main([*argv, "--ray", "127.0.0.1:1"]) == ClusterError.exit_code
     assert "cannot reach a Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
     assert time.monotonic() - started < 30  # Ray alone keeps trying such an address for minutes
@@ -242,7 +252,7 @@ def test_a_killed_worker_has_its_input_carried_on_by_another(tmp_path, models, r
         assert outputs(out / "victim") == outputs(out / "twin")
 
 
-def test_progress_reaches_the_drivers_callback_and_gpus_are_asked_for(tmp_path, models, ray_cluster):
+def test_progress_reaches_the_drivers_callback_and_resources_are_asked_for(tmp_path, models, ray_cluster):
     from edge import runner
 
     inputs = tmp_path / "in"
@@ -250,7 +260,8 @@ def test_progress_reaches_the_drivers_callback_and_gpus_are_asked_for(tmp_path, 
     (inputs / "b.mp4").write_bytes((inputs / "a.mp4").read_bytes())
     seen = []
     summaries = runner.run([str(inputs)], models=[models.planet()], out=str(tmp_path / "out"), ray=ray_cluster.address,
-                           progress=lambda key, written, expected: seen.append((Path(key).name, written, expected)))
+                           ray_cpus=1, progress=lambda key, written, expected: seen.append((Path(key).name, written,
+                                                                                           expected)))
     assert [s["status"] for s in summaries] == ["done", "done"]
     assert {name for name, _, _ in seen} == {"a.mp4", "b.mp4"} and all(expected == 30 for _, _, expected in seen)
 
@@ -258,6 +269,10 @@ def test_progress_reaches_the_drivers_callback_and_gpus_are_asked_for(tmp_path, 
     code, _, stderr = finish(edge_run(inputs, "--model", models.planet(), "--device", "cuda", "--out",
                                       tmp_path / "gpu", "--ray", ray_cluster.address))
     assert code == ClusterError.exit_code and "no live node with a GPU (--device cuda)" in stderr
+    # nor a run whose workers would each reserve more CPUs than a node has
+    code, _, stderr = finish(edge_run(inputs, "--model", models.planet(), "--ray-cpus", 2, "--out", tmp_path / "two",
+                                      "--ray", ray_cluster.address))
+    assert code == ClusterError.exit_code and "no live node with 2 CPUs (--ray-cpus)" in stderr
 
 
 def test_an_input_that_kills_every_worker_it_is_given_fails_alone(tmp_path, models, ray_cluster):
