@@ -58,10 +58,13 @@ class Manifest:
                     known = self.jobs
                 else:
                     known, self._lines = self._read(), {}
-                for key in changes:
+                changed = {key: {**self.jobs.get(key, {}), **fields} for key, fields in changes.items()}
+                changed = {key: job for key, job in changed.items() if known.get(key) != job}
+                for key in changed:
                     self._lines.pop(key, None)
-                self.jobs = {**known, **{key: {**self.jobs.get(key, {}), **fields} for key, fields in changes.items()}}
-                self._write()
+                self.jobs = {**known, **changed}
+                if changed:  # not, say, for a rerun's inputs found done as recorded
+                    self._write()
 
     def totals(self) -> dict:
         """The whole's figures: inputs per state, frames, and frames/s over the jobs' own time."""

@@ -265,8 +265,8 @@ def run(
     from its last checkpoint, taken every `checkpoint_s` seconds of video. With several inputs,
     one that fails is recorded and the others go on; a lone input's error is raised. `jobs`
     inputs run side by side; `ray` (auto, or a cluster's address) spreads them over a Ray
-    cluster's nodes instead (cluster.py), each worker reserving `ray_cpus` CPUs, or its node's. `progress(input, frames written, frames expected)` is
-    called as each input goes."""
+    cluster's nodes instead (cluster.py), each worker reserving `ray_cpus` CPUs, or its node's.
+    `progress(input, frames written, frames expected)` is called as each input goes."""
     media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                              stream=stream)
     check_options(batch=batch, options=options, checkpoint_s=checkpoint_s)

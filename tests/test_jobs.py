@@ -264,6 +264,10 @@ def test_many_records_change_in_one_writing_and_keep_another_runs(tmp_path, monk
     assert (jobs["/c.mp4"]["state"], jobs["/7.mp4"]["state"], jobs["/8.mp4"]["state"]) == ("done", "done", "running")
     assert jobs == Manifest(tmp_path).jobs == ours.jobs
 
+    writes.clear()
+    ours.update_many({"/7.mp4": {"state": "done"}, "/8.mp4": {"state": "running"}})  # as they are: nothing to write
+    assert writes == []
+
 
 def test_a_run_registers_all_its_inputs_in_one_writing(tmp_path, models, monkeypatch):
     """Then each input changes its own record as it starts and as it ends: a folder of thousands
