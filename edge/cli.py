@@ -186,6 +186,7 @@ class _progress:
         self.enabled = enabled
         self.bar = None
         self.written: dict[str, int] = {}
+        self.total = 0  # of self.written, kept rather than summed over thousands of inputs at every tick
         self.lock = threading.Lock()
 
     def __enter__(self):
@@ -198,11 +199,12 @@ class _progress:
 
     def update(self, key: str, written: int, expected: int | None) -> None:
         with self.lock:  # jobs side by side report from their own threads
+            self.total += written - self.written.get(key, 0)
             self.written[key] = written
             total = expected if len(self.written) == 1 else None
             if self.bar.total != total:
                 self.bar.total = total
-            self.bar.update(sum(self.written.values()) - self.bar.n)
+            self.bar.update(self.total - self.bar.n)
 
     def __exit__(self, *exc):
         if self.bar is not None:

@@ -39,7 +39,8 @@ class Manifest:
 
     def update(self, key: str, **fields) -> None:
         """Change one input's record. Another edge-run writing into the same OUT is waited for
-        (a lock file beside it) and its records kept: the file is read again under the lock."""
+        (a lock file beside it) and its records kept: under the lock, the file is read again if
+        it wrote there since."""
         self.update_many({key: fields})
 
     def update_many(self, changes: dict[str, dict]) -> None:

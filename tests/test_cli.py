@@ -284,3 +284,19 @@ def test_the_shipped_default_models_run_and_stay_small(tmp_path, capsys, clip, m
         assert f"--task {task}: using the default model {shipped / (task + '.onnx')}" in err
         record = json.loads((tmp_path / "out" / "clip" / task / "run.json").read_text())
         assert record["model"]["producer"].startswith("edge-export") and record["frames"]["processed"] == 10
+
+
+def test_the_progress_bar_adds_up_the_inputs_and_knows_the_end_of_a_lone_one():
+    from edge.cli import _progress
+
+    bar = _progress(enabled=True)
+    update = bar.__enter__()
+    try:
+        update("a.mp4", 5, 10)
+        assert (bar.bar.n, bar.bar.total) == (5, 10)
+        update("b.mp4", 3, 20)  # several: their ends do not add up to one
+        assert (bar.bar.n, bar.bar.total) == (8, None)
+        update("a.mp4", 7, 10)
+        assert bar.bar.n == 10
+    finally:
+        bar.__exit__(None, None, None)
