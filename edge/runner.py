@@ -286,6 +286,7 @@ def run(
 
         return run_on_ray(ray, inputs, setup, out=out, jobs=jobs, cpus=ray_cpus, force=force,
                           retry_failed=retry_failed, resume=resume, progress=progress, notice=notice)
+    out = os.path.abspath(out)  # jobs.json records output folders that a run from another folder finds too
     with signals_raise():
         batch_run = setup.jobs(Manifest(Path(out)), progress=progress, notice=notice)
         inputs_jobs = expand_inputs(inputs, outputs=out)
@@ -529,10 +530,13 @@ class Jobs:
 
 
 def output_folders(manifest, out: Path, jobs: list[InputJob]) -> dict[str, Path]:
-    """Where each input's outputs go, by its key: where jobs.json says they went before, else
-    OUT/NAME, with its path's hash added where another input's outputs are already there (the
-    inputs of one run have names of their own: inputs.py)."""
-    recorded = manifest.outputs()
+    """Where each input's outputs go, by its key: where jobs.json says they went before (if that
+    is in OUT: not where OUT was before it was moved), else OUT/NAME, with its path's hash added
+    where another input's outputs are already there (the inputs of one run have names of their
+    own: inputs.py)."""
+    inside = os.path.abspath(out) + os.sep
+    recorded = {key: folder for key, folder in manifest.outputs().items()
+                if os.path.abspath(folder).startswith(inside)}
     taken = set(recorded.values())
     folders = {}
     for job in jobs:

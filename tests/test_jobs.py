@@ -282,3 +282,23 @@ def test_a_run_registers_all_its_inputs_in_one_writing(tmp_path, models, monkeyp
     assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert [job["state"] for job in writes[0].values()] == ["pending"] * 5
     assert len(writes) == 1 + 2 * 5 and jobs_of(tmp_path / "out")["totals"]["done"] == 5
+
+
+def test_reruns_find_the_outputs_from_another_folder_and_after_out_was_moved(tmp_path, models, monkeypatch, capsys):
+    clip(tmp_path / "in" / "a.mp4")
+    (tmp_path / "elsewhere").mkdir()
+    model = models.planet()
+    monkeypatch.chdir(tmp_path)
+    assert main(["in", "--model", model, "--out", "out", "--quiet"]) == 0  # relative paths
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main([str(tmp_path / "in"), "--model", model, "--out", str(tmp_path / "out")]) == 0
+    assert "already done with these options" in capsys.readouterr().err
+    assert list((tmp_path / "elsewhere").iterdir()) == []  # nothing written where a relative record would point
+
+    (tmp_path / "out").rename(tmp_path / "moved")
+    assert main([str(tmp_path / "in"), "--model", model, "--out", str(tmp_path / "moved")]) == 0
+    assert "already done with these options" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    (job,) = jobs_of(tmp_path / "moved")["jobs"].values()
+    assert job["output"] == str(tmp_path / "moved" / "a")
