@@ -86,6 +86,7 @@ class DevicePath:
         # each stage thread (of each job, when several run at once) has its own stream and its
         # own pinned host buffer that uploads go through, grown when needed
         self._local = threading.local()
+        self._weights: dict[tuple, list] = {}  # resampling matrices on the device, by (frame, model) size
 
     @contextmanager
     def stage(self):
@@ -144,7 +145,10 @@ class DevicePath:
 
     def _resize(self, x, size: tuple[int, int]):
         """N,C,H,W resampled to `size` as the host's cv2.resize does, by two matrix products."""
-        rows, columns = (self.torch.from_numpy(w).to(x.device) for w in resample_weights(x.shape[2:], size))
+        key = (tuple(x.shape[2:]), tuple(size))
+        if key not in self._weights:  # asked of OpenCV once per frame size (milliseconds for HD)
+            self._weights[key] = [self.torch.from_numpy(w).to(self.device) for w in resample_weights(*key)]
+        rows, columns = self._weights[key]
         return rows @ x @ columns.T
 
 
@@ -193,7 +197,7 @@ def segment(raw, window: Window, classes: int, logits: bool):
     n, h, w = ids.shape
     padded = torch.full((n, h + 1, w + 1), NO_CLASS, dtype=torch.uint8, device=ids.device)
     padded[:, :h, :w] = ids  # index -1 lands on the NO_CLASS row and column
-    rows, columns = (torch.from_numpy(i).to(ids.device) for i in window.nearest_indices())
+    rows, columns = (torch.from_numpy(i).to(ids.device) for i in window.nearest_indices)
     masks = padded[:, rows][:, :, columns]
     offsets = torch.arange(n, device=ids.device).view(n, 1, 1) * (NO_CLASS + 1)
     counts = torch.bincount((masks.long() + offsets).flatten(), minlength=n * (NO_CLASS + 1))

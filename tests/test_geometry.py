@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.geometry import NO_CLASS, Preprocessor, Window, planes_size
+from edge.geometry import NO_CLASS, Preprocessor, Window, interpolation, planes_size, resample_weights
 from edge.model import Contract
 
 
@@ -45,6 +45,38 @@ def test_mask_maps_back_with_nearest_and_marks_unseen_pixels():
     assert full.shape == (80, 160)
     assert (full[:, :40] == NO_CLASS).all() and (full[:, 120:] == NO_CLASS).all()
     assert (full[:, 40:80] == 0).all() and (full[:, 80:120] == 1).all()
+
+
+@pytest.mark.parametrize("method", ["squish", "crop", "pad"])
+@pytest.mark.parametrize("frame_size, model_size", [((90, 160), (12, 16)), ((81, 163), (15, 11)), ((10, 14), (12, 16))])
+def test_each_frame_pixel_takes_the_model_pixel_its_centre_falls_in(method, frame_size, model_size):
+    w = Window.fit(frame_size, model_size, method)
+    mh, mw = model_size
+    mask = np.arange(mh * mw, dtype=np.int64).reshape(mh, mw) % 200  # ids tell the model pixel (small sizes)
+    full = w.mask_to_frame(mask.astype(np.uint8))
+    ys, xs = np.mgrid[0 : frame_size[0], 0 : frame_size[1]] + 0.5
+    # the frame pixel's centre in model pixels: inside pixel floor(...) of the model, or outside it
+    mx, my = (xs - w.x0) * mw / w.width, (ys - w.y0) * mh / w.height
+    inside = (mx >= 0) & (mx < mw) & (my >= 0) & (my < mh)
+    expected = np.where(inside, mask[np.clip(my, 0, mh - 1).astype(int), np.clip(mx, 0, mw - 1).astype(int)], NO_CLASS)
+    # a centre exactly on a model pixel's edge may go either way
+    on_edge = (np.abs(mx - np.round(mx)) < 1e-9) | (np.abs(my - np.round(my)) < 1e-9)
+    assert (full == expected)[~on_edge].all()
+    assert method != "squish" or NO_CLASS not in full
+
+
+@pytest.mark.parametrize("src, dst", [
+    ((90, 120), (48, 64)), ((720, 1280), (360, 480)), ((90, 120), (45, 60)),  # shrinking, by whole and other factors
+    ((90, 120), (160, 200)), ((7, 13), (9, 29)),  # enlarging
+    ((90, 120), (48, 200)), ((90, 120), (160, 64)),  # one side grows, the other shrinks
+    ((90, 120), (90, 64)), ((10, 10), (10, 10)),  # one side or none changes
+])
+def test_resample_weights_resize_as_the_installed_opencv_does(src, dst):
+    image = np.random.default_rng(0).random(src).astype(np.float32)
+    rows, columns = resample_weights(src, dst)
+    theirs = cv2.resize(image, dst[::-1], interpolation=interpolation(src, dst))
+    assert rows.shape == (dst[0], src[0]) and columns.shape == (dst[1], src[1])
+    assert np.abs(rows @ image @ columns.T - theirs).max() <= 1e-5
 
 
 def test_squish_mask_covers_the_frame():
