@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from ..device import blend, host, is_tensor, segment, to_device
+from ..drawing import outlined_text
 from ..errors import ModelError
 from ..geometry import NO_CLASS
 from ..sinks import CsvSink, MaskSink, OverlaySink
@@ -89,6 +90,4 @@ def draw_legend(image: np.ndarray, fractions: np.ndarray, classes, palette) -> N
         y = 6 + n * row
         cv2.rectangle(image, (6, y), (6 + row - 4, y + row - 4), tuple(int(v) for v in palette[i]), -1)
         label = f"{classes[i]} {fractions[i]:.0%}"
-        org = (10 + row, y + row - 8)
-        cv2.putText(image, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(image, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        outlined_text(image, label, (10 + row, y + row - 8), scale)
