@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from . import media
-from .errors import UsageError
+from .errors import InputError, UsageError
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg",
                     ".flv", ".wmv", ".3gp", ".ogv")
@@ -46,6 +46,21 @@ def expand(arguments: list[str], *, outputs: str | None = None) -> list[Job]:
     jobs = list(found.values())
     counts = Counter(name for _, name in jobs)
     return [Job(path, name if counts[name] == 1 else f"{name}-{short_hash(path)}") for path, name in jobs]
+
+
+def check_some_exist(arguments: list[str]) -> None:
+    """InputError when no argument names anything on disk: a run of inputs that are all missing
+    stops before it makes its output folder or jobs.json (one missing among several is that
+    input's failure, recorded there, while the others run)."""
+    missing = [a for a in map(str, arguments) if not a.startswith("@") and not os.path.exists(a)
+               and not (glob.has_magic(a) and glob.glob(a))]
+    if not arguments or len(missing) < len(arguments):
+        return
+    if len(missing) == 1 and glob.has_magic(missing[0]):
+        raise InputError(f"no videos and no images match {missing[0]}; check the pattern")
+    if len(missing) == 1:
+        raise InputError(f"input video not found: {missing[0]}; check the path")
+    raise InputError(f"none of the {len(missing)} inputs exists ({missing[0]}, ...); check the paths")
 
 
 def short_hash(path: str) -> str:

@@ -240,8 +240,9 @@ def sequence_name(path: str) -> str:
 
 def _probe_images(path: str, images: list[str]) -> VideoInfo:
     if not images:
-        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}; pass a video file, a folder of "
-                         f"images or a glob such as 'frames/*.jpg'")
+        where = f"in the folder {path}" if os.path.isdir(path) else f"match {path}"
+        raise InputError(f"no videos and no images ({', '.join(IMAGE_EXTENSIONS)}) {where}; pass a video file, a "
+                         f"folder holding videos or images, or a glob such as 'frames/*.jpg'")
     first = next((image for image in map(cv2.imread, images) if image is not None), None)
     if first is None:
         raise InputError(f"none of the {len(images)} images in {path} can be read; check they are image files")

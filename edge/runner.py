@@ -15,6 +15,7 @@ import platform
 import signal
 import threading
 import time
+from collections import Counter
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError,
 from .frames import Frame
 from .geometry import Preprocessor, planes_size
 from .inputs import Job as InputJob
+from .inputs import check_some_exist
 from .inputs import expand as expand_inputs
 from .inputs import short_hash
 from .manifest import Manifest
@@ -82,8 +84,11 @@ class Batch:
         return [f for f in self.frames if f.selected]
 
 
+SHIPPED_MODELS = str(Path(__file__).parent / "models")
+
+
 def default_model(task: str) -> str:
-    folder = os.environ.get(MODEL_DIR_ENV) or str(Path(__file__).parent / "models")
+    folder = os.environ.get(MODEL_DIR_ENV) or SHIPPED_MODELS
     path = os.path.join(folder, f"{task}.onnx")
     if not os.path.isfile(path):
         raise ModelError(
@@ -93,6 +98,14 @@ def default_model(task: str) -> str:
     return path
 
 
+def default_model_notice(task: str, path: str) -> str:
+    if os.path.dirname(path) != SHIPPED_MODELS:  # the user's own, from EDGE_MODEL_DIR
+        return f"--task {task}: using the default model {path} ({MODEL_DIR_ENV})"
+    return (f"--task {task}: using the default model {path}, trained only on {tasks.module(task).SHIPPED_MODEL_SAW}: "
+            f"it shows the pipeline, not real-world accuracy; for real video train your own (edge-train {task} "
+            f"--data DIR, then edge-export) and give --model FILE.onnx")
+
+
 def load_models(model_paths, task_names, *, backend: str = "auto", device: str | None, threads: int | None,
                 batch: int | None = None, precision: str | None = None, notice=lambda message: None) -> list[Model]:
     """Load and validate every model before any video is opened, so a bad one fails fast."""
@@ -100,10 +113,13 @@ def load_models(model_paths, task_names, *, backend: str = "auto", device: str |
     if unknown:
         raise UsageError(f"unknown task {unknown[0]!r}; allowed: {', '.join(TASKS)}")
     paths = list(model_paths)
+    twice = next((p for p, n in Counter(os.path.realpath(p) for p in paths).items() if n > 1), None)
+    if twice is not None:
+        raise UsageError(f"--model {twice} given twice; give each model once")
     if not paths:
         paths = [default_model(t) for t in task_names]
         for task, path in zip(task_names, paths):
-            notice(f"--task {task}: using the default model {path}")
+            notice(default_model_notice(task, path))
     if not paths:
         raise UsageError("give --model FILE.onnx or --task with one of: " + ", ".join(TASKS))
     models = []
@@ -117,11 +133,17 @@ def load_models(model_paths, task_names, *, backend: str = "auto", device: str |
         found = sorted({m.contract.task for m in models})
         if found != sorted(set(task_names)):
             raise ModelError(f"--task {','.join(task_names)} conflicts with the models' own tasks: {','.join(found)}")
-    counts = {t: sum(m.contract.task == t for m in models) for t in TASKS}
-    for model in models:
-        task = model.contract.task
-        model.folder_name = task if counts[task] == 1 else f"{task}-{Path(model.path).stem}"
+    for model, name in zip(models, output_names(paths) if model_paths else task_names):
+        model.folder_name = name
     return models
+
+
+def output_names(model_paths: list[str]) -> list[str]:
+    """Each model's output folder: named after its file (two models of one task never share
+    one), with a short hash of its path added where two files share a name."""
+    stems = [Path(path).stem for path in model_paths]
+    counts = Counter(stems)
+    return [stem if counts[stem] == 1 else f"{stem}-{short_hash(path)}" for stem, path in zip(stems, model_paths)]
 
 
 def check_io(path: str, backend, contract: Contract) -> None:
@@ -269,6 +291,7 @@ def run(
     `progress(input, frames written, frames expected)` is called as each input goes."""
     media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                              stream=stream)
+    check_some_exist(inputs)
     check_options(batch=batch, options=options, checkpoint_s=checkpoint_s)
     media.check_choice("upload", upload, UPLOADS)
     if not isinstance(jobs, int) or jobs < 1:
@@ -737,9 +760,10 @@ def record_stop(stagings: dict, info: media.VideoInfo, err: BaseException, tally
     from where --resume would carry on, in each output folder that holds no earlier run's
     outputs (those, with their own run.json, stay as they were; the record of an earlier stop is
     replaced). Nothing else: no output carries a final name unfinished."""
-    interrupted = isinstance(err, (Interrupted, KeyboardInterrupt))
+    if isinstance(err, KeyboardInterrupt):  # Ctrl-C before the signal handlers were in place
+        err = Interrupted(signal.SIGINT)
     record = {
-        "status": "interrupted" if interrupted else "failed",
+        "status": "interrupted" if isinstance(err, Interrupted) else "failed",
         "error": user_line(err) if isinstance(err, EdgeError) else f"{type(err).__name__}: {err}",
         "input": os.path.abspath(info.path),
         "frames": {"in_range": tally.written, "processed": tally.processed, "last_time_s": tally.last_time_s},

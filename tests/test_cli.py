@@ -61,7 +61,7 @@ def tone(folder: Path) -> Path:
     (file_with("noise.mp4", os.urandom(4096)), "not a video"),
     (file_with("notes.txt", b"hello " * 100), "not a video"),
     (tone, "no video stream"),
-    (lambda p: p, "folder"),
+    (lambda p: p, "no videos and no images (.jpg, .jpeg, .png"),
 ], ids=["missing", "zero-byte", "random-bytes", "text", "audio-only", "directory"])
 def test_bad_inputs_exit_3_with_one_line(tmp_path, capsys, models, make, expected):
     path = make(tmp_path)
@@ -69,9 +69,33 @@ def test_bad_inputs_exit_3_with_one_line(tmp_path, capsys, models, make, expecte
     code, _, err = edge_run(tmp_path, capsys, path, "--model", models.planet(), "--out", out)
     line = only_line(err)
     assert code == 3 and line.startswith("edge-run: error: ") and expected in line
+    if not path.exists():  # a typo makes nothing: no output folder, no jobs.json
+        assert not out.exists()
+        return
     assert written(out) == [out / "jobs.json"]  # the failure's record, and nothing else
     (job,) = json.loads((out / "jobs.json").read_text())["jobs"].values()
     assert job["state"] == "failed" and job["exit_code"] == 3
+
+
+@pytest.mark.parametrize("inputs, expected", [
+    (["nothing/*.jpg"], "no videos and no images match"),
+    (["a.mp4", "b.mp4"], "none of the 2 inputs exists (a.mp4, ...)"),
+])
+def test_inputs_that_all_name_nothing_make_nothing(tmp_path, capsys, monkeypatch, models, inputs, expected):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)  # the default --out, edge-out/, would be made here
+    code, _, err = edge_run(tmp_path, capsys, *inputs, "--model", models.planet())
+    assert code == 3 and expected in only_line(err)
+    assert list(here.iterdir()) == []
+
+
+def test_one_missing_input_of_several_is_its_own_failure(tmp_path, capsys, clip, models):
+    out = tmp_path / "out"
+    code, _, err = edge_run(tmp_path, capsys, clip, tmp_path / "gone.mp4", "--model", models.planet(), "--out", out)
+    assert code == 7 and "input video not found" in err
+    states = {Path(k).name: job["state"] for k, job in json.loads((out / "jobs.json").read_text())["jobs"].items()}
+    assert states == {clip.name: "done", "gone.mp4": "failed"}
 
 
 def test_bad_models_exit_4_before_any_decoding(tmp_path, capsys, clip):
@@ -132,7 +156,8 @@ def test_default_models_come_from_the_model_folder(tmp_path, capsys, clip, monke
     monkeypatch.setenv("EDGE_MODEL_DIR", str(folder))
     code, _, err = edge_run(tmp_path, capsys, clip, "--task", "planet,biwi", "--out", tmp_path / "out")
     assert code == 0
-    assert f"--task planet: using the default model {folder / 'planet.onnx'}" in err
+    assert f"--task planet: using the default model {folder / 'planet.onnx'} (EDGE_MODEL_DIR)" in err
+    assert "synthetic" not in err  # the user's own default models, not the shipped ones
     assert (tmp_path / "out" / "clip" / "planet" / "timeline.csv").exists()
     assert (tmp_path / "out" / "clip" / "biwi" / "track.csv").exists()
 
@@ -248,6 +273,7 @@ def test_interrupt_stops_promptly_and_keeps_no_partial_file(tmp_path, models, si
     (record,) = written(out / "long")
     stop = json.loads(record.read_text())
     assert (record.name, stop["status"], stop["files"]) == ("run.json", "interrupted", [])
+    assert stop["error"] == "interrupted; no partial outputs were kept"  # not "KeyboardInterrupt: "
     assert stop["frames"]["in_range"] > 0
 
 
@@ -281,7 +307,9 @@ def test_the_shipped_default_models_run_and_stay_small(tmp_path, capsys, clip, m
     code, _, err = edge_run(tmp_path, capsys, clip, "--task", "camvid,planet,biwi", "--out", tmp_path / "out")
     assert code == 0, err
     for task in ("camvid", "planet", "biwi"):
-        assert f"--task {task}: using the default model {shipped / (task + '.onnx')}" in err
+        (line,) = [line for line in err.splitlines() if line.startswith(f"--task {task}: ")]
+        assert line.startswith(f"--task {task}: using the default model {shipped / (task + '.onnx')}, trained only on")
+        assert "synthetic" in line and f"edge-train {task} --data DIR" in line and "--model FILE.onnx" in line
         record = json.loads((tmp_path / "out" / "clip" / task / "run.json").read_text())
         assert record["model"]["producer"].startswith("edge-export") and record["frames"]["processed"] == 10
 

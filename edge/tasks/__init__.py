@@ -5,7 +5,9 @@ batch's raw output and the frames' windows into one result per frame (in frame p
 with memory along the video also has `state()` and `restore(state)`), `sinks(ctx)` returning
 the context-manager sinks for an output folder, `Result`, the type of a frame's result, and
 `DRAWS_ON_DEVICE`: whether, when frames go to the model's device (edge/device.py), the task's
-postprocessor takes the raw output there and its overlay is drawn there.
+postprocessor takes the raw output there and its overlay is drawn there; and
+`SHIPPED_MODEL_SAW`: what the task's default model, shipped in edge/models/, was trained on,
+which a run with it says.
 """
 
 import dataclasses

@@ -25,6 +25,7 @@ class Point:
 
 
 DRAWS_ON_DEVICE = False
+SHIPPED_MODEL_SAW = "faces drawn on synthetic backgrounds, not filmed people"
 Result = Point
 
 

@@ -24,6 +24,7 @@ class Segmentation:
 
 
 DRAWS_ON_DEVICE = True
+SHIPPED_MODEL_SAW = "flat-coloured synthetic street scenes"
 Result = Segmentation
 
 

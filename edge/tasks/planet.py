@@ -9,6 +9,7 @@ from ..timeline import TimelineBuilder, draw_timeline, intervals_to_rows, write_
 
 
 DRAWS_ON_DEVICE = False
+SHIPPED_MODEL_SAW = "textured synthetic aerial tiles"
 Result = np.ndarray  # the tag probabilities
 
 
