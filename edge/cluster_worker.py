@@ -13,7 +13,7 @@ from pathlib import Path
 from . import errors
 from .errors import EdgeError, Interrupted, UsageError, user_line
 from .inputs import Job as InputJob
-from .runner import Setup
+from .runner import Setup, replacing_notice
 
 PROGRESS_S = 0.5  # between two progress events of one input
 
@@ -128,6 +128,7 @@ class Worker:
                         raise
                     jobs.notice(f"{str(refused).split('; ')[0]} on this worker; it starts over")
                     jobs.prepare(plan, resume=False)
+                replacing_notice([plan], jobs.notice)
                 jobs.register([plan])
             events.put(("summary", jobs.execute(plan)))
         except Interrupted:

@@ -323,6 +323,7 @@ def run(
         if not batch_run.lone:
             skipped_notice([plan.known for plan in plans if plan.known is not None], len(plans), notice)
         runnable = [plan for plan in plans if plan.known is None]
+        replacing_notice(plans, notice)
         jobs = max(1, min(jobs, len(runnable)))
         # jobs side by side divide the cores between their decoders and encoders
         batch_run.threads = None if jobs == 1 else max(1, usable_cores() // jobs)
@@ -397,6 +398,7 @@ class Plan:
     checkpoints: Checkpoints | None = None
     encoder: str = "libx264"
     known: dict | None = None  # the summary of an input not to run: done before, or failed
+    replaces: list[str] | None = None  # what differs in the earlier run whose finished outputs this one replaces
 
 
 # Failures that are the input's own (a damaged file, a stream that breaks a stage): of several
@@ -446,7 +448,7 @@ class Jobs:
             self.manifest.update(job.key, input=job.key, output=str(folder), state="done",
                                  command=self.command_key, error=None, exit_code=None, **figures(done))
             return Plan(job, folder, known=done)
-        return Plan(job, folder, info, identity)
+        return Plan(job, folder, info, identity, replaces=earlier_differences(folder, self.models, identity))
 
     def prepare(self, plan: Plan, *, resume: bool) -> None:
         """Its encoder and its checkpoints (resumed or replaced); a UsageError is the whole run's."""
@@ -461,7 +463,8 @@ class Jobs:
     def register(self, plans: list[Plan]) -> None:
         """Record the prepared plans as pending, all in one writing of jobs.json."""
         self.manifest.update_many({plan.job.key: {"input": plan.job.key, "output": str(plan.folder), "state": "pending",
-                                                  "command": self.command_key, "error": None, "exit_code": None}
+                                                  "command": self.command_key, "error": None, "exit_code": None,
+                                                  "replaces": plan.replaces}
                                    for plan in plans})
 
     def execute_all(self, plans: list[Plan], jobs: int) -> list[dict]:
@@ -588,6 +591,45 @@ def skipped_notice(summaries: list[dict], inputs: int, notice) -> None:
     skipped = sum(s["status"] == "skipped" for s in summaries)
     if skipped:
         notice(f"{skipped} of {inputs} inputs already done with these options; skipped (--force runs them again)")
+
+
+def replacing_notice(plans: list["Plan"], notice) -> None:
+    """One line for the inputs whose finished outputs a run with other options will replace."""
+    replacing = [plan for plan in plans if plan.known is None and plan.replaces]
+    if len(replacing) == 1:
+        plan = replacing[0]
+        notice(f"{plan.job.path}: the outputs in {plan.folder} are from a run with other "
+               f"{', '.join(plan.replaces)}; this run replaces them when it finishes (another --out keeps both)")
+    elif replacing:
+        differences = sorted({d for plan in replacing for d in plan.replaces})
+        notice(f"{len(replacing)} of {len(plans)} inputs have outputs from a run with other {', '.join(differences)}; "
+               f"this run replaces them as each finishes (another --out keeps both; jobs.json says which)")
+
+
+def earlier_differences(folder: Path, models: list[Model], identity: dict) -> list[str] | None:
+    """What differs between this run and the earlier finished one whose outputs are in
+    `folder` (the options by name, a model, the input, edge's version), or None where no
+    finished outputs are there to be replaced."""
+    settings, differences = identity["settings"], set()
+    for m in models:
+        try:
+            record = json.loads((folder / m.folder_name / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("status") != "done":
+            continue
+        earlier = record.get("options", {})
+        # "auto" was resolved when the earlier run picked its encoder
+        differences |= {name for name, value in settings.items()
+                        if earlier.get(name) != value and not (name == "encoder" and value == "auto")}
+        model = record.get("model", {})
+        if any(model.get(k) != v for k, v in identity["models"][m.folder_name].items()):
+            differences.add("model")
+        if record.get("tool", {}).get("version") != identity["edge"]:
+            differences.add("edge version")
+        if not differences and record.get("resume_key") != key_of(identity):
+            differences.add("input")  # the same options over a changed input
+    return sorted(differences) or None
 
 
 def failed_summary(job: InputJob, record: dict, *, earlier: bool = False) -> dict:

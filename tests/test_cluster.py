@@ -216,6 +216,12 @@ def test_inputs_spread_over_workers_give_what_one_machine_gives(tmp_path, models
     assert "2 of 3 inputs already done with these options" in stderr
     assert "3 inputs: 0 done, 2 already done, 1 failed" in stdout
 
+    # other options replace the outputs, and say so, as at home
+    code, _, stderr = finish(edge_run(inputs, "--model", model, "--out", out, "--ray", ray_cluster.address,
+                                      "--threshold", "0.3"))
+    assert code == 7 and stderr.count("are from a run with other threshold; this run replaces them") == 2
+    assert sorted(str(j.get("replaces")) for j in jobs_of(out).values()) == ["None", "['threshold']", "['threshold']"]
+
 
 @pytest.mark.parametrize("jobs, twin", [(1, True), (2, False)])
 def test_a_killed_worker_has_its_input_carried_on_by_another(tmp_path, models, ray_cluster, jobs, twin):

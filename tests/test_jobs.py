@@ -302,3 +302,32 @@ def test_reruns_find_the_outputs_from_another_folder_and_after_out_was_moved(tmp
     assert not (tmp_path / "out").exists()
     (job,) = jobs_of(tmp_path / "moved")["jobs"].values()
     assert job["output"] == str(tmp_path / "moved" / "a")
+
+
+def test_a_rerun_with_other_options_says_it_replaces_the_outputs_and_records_it(tmp_path, models, capsys):
+    one, two = clip(tmp_path / "in" / "one.mp4"), clip(tmp_path / "in" / "two.mp4")
+    out, planet = tmp_path / "out", models.planet()
+
+    def rerun(*args) -> list[str]:
+        assert main([*args, "--model", planet, "--out", str(out)]) == 0
+        return [line for line in capsys.readouterr().err.splitlines() if "replace" in line]
+
+    assert rerun(str(one)) == []
+    assert rerun(str(one), "--threshold", "0.3") == [
+        f"{one}: the outputs in {out / 'one'} are from a run with other threshold; this run replaces them when it "
+        f"finishes (another --out keeps both)"]
+    assert jobs_of(out)["jobs"][str(one)]["replaces"] == ["threshold"]
+    # the same options again: skipped; --force with them replaces nothing that differs
+    assert rerun(str(one), "--threshold", "0.3") == []
+    assert rerun(str(one), "--threshold", "0.3", "--force") == []
+    assert jobs_of(out)["jobs"][str(one)]["replaces"] is None
+    # of several inputs, a lone one replacing is named; more are counted in one line; each record says what differs
+    assert rerun(str(tmp_path / "in"), "--batch", "3", "--threshold", "0.3") == [
+        f"{one}: the outputs in {out / 'one'} are from a run with other batch; this run replaces them when it "
+        f"finishes (another --out keeps both)"]
+    records = jobs_of(out)["jobs"]
+    assert records[str(one)]["replaces"] == ["batch"] and records[str(two)]["replaces"] is None
+    assert rerun(str(tmp_path / "in"), "--batch", "2") == [
+        "2 of 2 inputs have outputs from a run with other batch, threshold; this run replaces them as each finishes "
+        "(another --out keeps both; jobs.json says which)"]
+    assert [jobs_of(out)["jobs"][str(p)]["replaces"] for p in (one, two)] == [["batch", "threshold"]] * 2
