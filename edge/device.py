@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .errors import UsageError
-from .geometry import YUV_OFFSET, YUV_TO_RGB, NO_CLASS, Window, resample_weights
+from .geometry import YUV_FLOOR, YUV_OFFSET, YUV_TO_RGB, NO_CLASS, Window, resample_weights
 
 
 def torch_has_cuda() -> bool:
@@ -162,9 +162,8 @@ def i420_to_rgb(planes):
     h = rows * 2 // 3
     chroma = planes[h:].reshape(2, h // 2, w // 2).float().repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
     yuv = torch.stack([planes[:h].float(), chroma[0], chroma[1]], dim=-1)
-    offset = torch.tensor(YUV_OFFSET, device=planes.device)
-    matrix = torch.tensor(YUV_TO_RGB, device=planes.device)
-    return ((yuv - offset) @ matrix.T).round_().clamp_(0, 255).to(torch.uint8)
+    floor, offset, matrix = (torch.tensor(a, device=planes.device) for a in (YUV_FLOOR, YUV_OFFSET, YUV_TO_RGB))
+    return ((torch.maximum(yuv, floor) - offset) @ matrix.T).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def to_device(frame, device):

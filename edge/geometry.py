@@ -15,9 +15,41 @@ import numpy as np
 from .model import Contract
 
 NO_CLASS = 255  # mask value for frame pixels the model never saw (outside a crop window)
-# BT.601 limited range, YUV → RGB, as cv2's COLOR_YUV2RGB_I420 computes it
-YUV_OFFSET = np.array([16, 128, 128], np.float32)
-YUV_TO_RGB = np.array([[1.164, 0.0, 1.596], [1.164, -0.391, -0.813], [1.164, 2.018, 0.0]], np.float32)
+
+
+def _cv2_i420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """cv2's COLOR_YUV2RGB_I420 of each (y, u, v) triple (as many as fill 64 x 64 blocks of
+    2 x 2 pixels sharing one chroma sample), N x 3."""
+    side = 64
+    def grid(a):
+        return np.resize(np.asarray(a, np.float64), side * side).reshape(side, side)
+    luma = np.repeat(np.repeat(grid(y), 2, axis=0), 2, axis=1)
+    planes = np.concatenate([luma, np.concatenate([grid(u), grid(v)]).reshape(side, 2 * side)]).astype(np.uint8)
+    rgb = cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420)[::2, ::2].reshape(-1, 3).astype(np.float64)
+    return rgb[: max(np.size(y), np.size(u), np.size(v))]
+
+
+def _i420_conversion() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the installed cv2's COLOR_YUV2RGB_I420 computes (BT.601 limited range today): the
+    floor (Y, U, V) are raised to first (OpenCV takes luma below black as black), the offset
+    then subtracted, and the matrix applied. Asked of cv2 itself, so that converting elsewhere
+    (on a device, or after resampling) follows whatever this OpenCV does: the floor is the last
+    luma level whose output is that of level 0, the rest fitted to its output over a grid of
+    values above the floor, where no channel clips."""
+    # a chroma whose green and blue stay inside 0..255 near black
+    near_black = _cv2_i420_to_rgb(np.arange(256), 200, 60)
+    luma_floor = int(np.flatnonzero((near_black == near_black[0]).all(axis=1))[-1])
+    levels = np.linspace(0, 255, 16)
+    y, u, v = (a.ravel() for a in np.meshgrid(levels, levels, levels, indexing="ij"))
+    rgb = _cv2_i420_to_rgb(y, u, v)
+    used = ((rgb > 2) & (rgb < 253)).all(axis=1) & (y > luma_floor)
+    fitted, *_ = np.linalg.lstsq(np.column_stack([y, u, v, np.ones_like(y)])[used], rgb[used], rcond=None)
+    matrix, constant = fitted[:3].T, fitted[3]
+    offset = -np.linalg.solve(matrix, constant)
+    return (np.array([luma_floor, 0, 0], np.float32), offset.astype(np.float32), matrix.astype(np.float32))
+
+
+YUV_FLOOR, YUV_OFFSET, YUV_TO_RGB = _i420_conversion()
 
 
 @dataclass(frozen=True)
@@ -96,7 +128,7 @@ class Window:
         yuv = np.empty((mh, mw, 3), np.float32)
         for n, region in enumerate(regions):
             yuv[..., n] = cv2.resize(region, (mw, mh), interpolation=interpolation(region.shape, (mh, mw)))
-        rgb = cv2.transform(yuv - YUV_OFFSET, YUV_TO_RGB)
+        rgb = cv2.transform(np.maximum(yuv, YUV_FLOOR) - YUV_OFFSET, YUV_TO_RGB)
         np.clip(np.rint(rgb), 0, 255, out=rgb)
         out[...] = rgb
 

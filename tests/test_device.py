@@ -167,6 +167,8 @@ def test_the_runtime_imports_without_torch():
 def test_planes_become_rgb_on_the_device_as_cv2_converts_them(device):
     path = on(device)
     planes = [cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420) for frame in frames(3)]
+    # and any bytes at all: luma below black, colours that clip
+    planes.append(np.random.default_rng(0).integers(0, 256, planes[0].shape, dtype=np.uint8))
     with path.stage():
         ours = host(path.rgb(path.upload(planes)))
     theirs = np.stack([cv2.cvtColor(p, cv2.COLOR_YUV2RGB_I420) for p in planes])
