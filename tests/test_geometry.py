@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.geometry import NO_CLASS, Preprocessor, Window, interpolation, planes_size, resample_weights
+from edge.geometry import (NO_CLASS, YUV_FLOOR, YUV_OFFSET, YUV_TO_RGB, Preprocessor, Window, interpolation,
+                           planes_size, resample_weights)
 from edge.model import Contract
 
 
@@ -127,3 +128,11 @@ def test_planes_preprocess_like_their_rgb(method, size):
     converted_first = method == "pad" or size[0] > 60
     assert (ours == theirs).all() == converted_first  # the planes path ran where it should
     assert planes_size(planes) == (120, 160)
+
+
+def test_the_installed_opencv_converts_i420_as_bt601_limited_range():
+    """media.py hands cv2 the streams whose colour matrix is BT.601 (or unspecified) to convert:
+    this fails, rather than colours drifting, if an OpenCV release changes its matrix."""
+    bt601 = np.array([[1.164, 0.0, 1.596], [1.164, -0.392, -0.813], [1.164, 2.017, 0.0]])
+    assert np.abs(YUV_TO_RGB - bt601).max() < 0.01
+    assert np.abs(YUV_OFFSET - (16, 128, 128)).max() < 0.1 and tuple(YUV_FLOOR) == (16, 0, 0)
