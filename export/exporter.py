@@ -1,15 +1,18 @@
 """`edge-export`: a fastai learner file → a contract ONNX file, gated on parity with PyTorch.
 
-    edge-export LEARNER.pkl --onnx OUT.onnx [--task T] [--size H W] [--data DIR]
-                [--torch-program OUT.pt2] [--opset 17] [--images N]
+    edge-export LEARNER.pkl --onnx OUT.onnx [--task T] [--size H W]
+                [--data DIR | --images DIR [--labels FILE.csv]] [--limit N]
+                [--torch-program OUT.pt2] [--opset 17]
 
 Everything the contract needs is read from the learner itself: the task from its model, target
 transforms and loss; classes from its vocab (camvid: MaskBlock's codes); mean/std from the
 `Normalize` in `dls.after_batch`; input size and resize method from the `Resize` in
 `dls.after_item` (or a sized batch transform). Each file is then checked before it is moved into
 place: PyTorch and the runtime's backend run the same uint8 images and must agree within GATE,
-or the file is not written and the exit code is 4. planet's thresholds are fitted per tag on
-labelled validation images when there are any.
+or the file is not written and the exit code is 4. The images are a dataset's validation split
+(--data), the user's own pictures (--images, see export.user_images), or else the learner's own
+validation set. planet's thresholds are fitted per tag on labelled images when there are any, and
+the task metric is reported there.
 """
 
 import argparse
@@ -44,9 +47,10 @@ from edge.backends.torch_backend import TorchBackend
 from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageError, last_line
 from edge.geometry import Preprocessor
 from edge.model import TASKS, Contract
-from export import datasets
+from export import datasets, user_images
 from export.onnx_export import FBETA, OPSETS, ContractWrapper, compare, export_onnx
 from export.torch_program import save_program
+from export.user_images import GateImages, Truth
 
 # The parity gate: onnxruntime against PyTorch on the same images, in the units the runtime
 # acts on (README, "edge-export", names these).
@@ -270,10 +274,13 @@ def strip_retyping(model: torch.nn.Module) -> torch.nn.Module:
 
 # --- validation images and the gate ------------------------------------------------------------
 
-def validation_images(learn, contract: Contract, *, data=None, limit: int = 200):
-    """(uint8 images at the model size, planet one-hot labels in contract class order or None,
-    where they came from). From `data` (read by export.datasets in the task's layout), else the
-    learner's own valid set, else random pixels."""
+def validation_images(learn, contract: Contract, *, data=None, images=None, labels=None,
+                      limit: int = 200) -> GateImages:
+    """The gate's images at the model size, with planet's labels where known. From `images` (the
+    user's folder, labelled by the `labels` CSV), else `data` (read by export.datasets in the task's
+    layout), else the learner's own valid set, else random pixels."""
+    if images is not None:
+        return user_images.load(images, contract, labels=labels, limit=limit)
     if data is not None:
         ds, source = _data_valid(contract.task, data, contract.input_size), f"{data} (validation split)"
     else:
@@ -283,14 +290,15 @@ def validation_images(learn, contract: Contract, *, data=None, limit: int = 200)
         h, w = contract.input_size
         warn(f"no validation images to gate on; the parity gate runs on {RANDOM_IMAGES} random images")
         pixels = np.random.default_rng(0).integers(0, 256, (RANDOM_IMAGES, h, w, 3), dtype=np.uint8)
-        return pixels, None, "random pixels"
-    images = Preprocessor(contract)([np.asarray(x.convert("RGB")) for x, _ in samples])
-    labels = None
+        return GateImages(pixels, "random pixels")
+    pixels = Preprocessor(contract)([np.asarray(x.convert("RGB")) for x, _ in samples])
+    truth = None
     if contract.task == "planet":
         vocab = [str(v) for v in ds.vocab]
         columns = [vocab.index(c) if c in vocab else None for c in contract.classes]
-        labels = np.array([[float(y[i]) if i is not None else 0.0 for i in columns] for _, y in samples])
-    return images, labels, f"{len(samples)} images from {source}"
+        tags = np.array([[float(y[i]) if i is not None else 0.0 for i in columns] for _, y in samples])
+        truth = Truth(np.arange(len(samples)), tags=tags)
+    return GateImages(pixels, f"{len(samples)} images from {source}", truth)
 
 
 def _data_valid(task: str, data, size):
@@ -359,19 +367,20 @@ def gate(contract: Contract, metrics: dict[str, float], *, title: str, bounds: d
 # --- the command -----------------------------------------------------------------------------
 
 def export(learner, onnx_path, *, task: str | None = None, size: tuple[int, int] | None = None, data=None,
-           torch_program=None, opset: int = 17, images: int = 200, trt: bool = False, fp16: bool = False,
-           batch: int = 8, fp32_layers=()) -> dict:
+           images=None, labels=None, limit: int = 200, torch_program=None, opset: int = 17, trt: bool = False,
+           fp16: bool = False, batch: int = 8, fp32_layers=()) -> dict:
     """Export `learner` (a path or a Learner, whose model loses its ToTensorBase layer) to
-    `onnx_path` through the parity gate; returns the report (contract metadata, parity tables).
-    Raises ModelError when the gate fails, and the file that failed is not written."""
+    `onnx_path` through the parity gate on up to `limit` images (of `data`, or of the folder
+    `images`, labelled by the CSV `labels`); returns the report (contract metadata, parity tables,
+    and with labels their metric). Raises ModelError when the gate fails, and the file that failed
+    is not written."""
     if task is not None and task not in TASKS:
         raise UsageError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
     if opset not in OPSETS:
         raise UsageError(f"--opset must be one of {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise UsageError(f"--size must be two positive integers H W, got {' '.join(map(str, size))}")
-    if images < 1:
-        raise UsageError(f"--images must be 1 or more, got {images}")
+    check_gate_options(data=data, images=images, labels=labels, limit=limit)
     if (fp16 or fp32_layers) and not trt:
         raise UsageError("--fp16 and --fp32-layers shape the TensorRT engine; add --trt")
     if trt:
@@ -384,13 +393,13 @@ def export(learner, onnx_path, *, task: str | None = None, size: tuple[int, int]
     learn = learner if isinstance(learner, Learner) else load_learner(learner)
     model = strip_retyping(learn.model)
     contract = infer_contract(learn, task=task, size=size)
-    pixels, labels, source = validation_images(learn, contract, data=data, limit=images)
+    gated = validation_images(learn, contract, data=data, images=images, labels=labels, limit=limit)
+    pixels, source = gated.pixels, gated.source
     ours = run_torch(ContractWrapper(model, contract), pixels)
-    if labels is not None:
-        contract = dataclasses.replace(contract, thresholds=fit_thresholds(ours, labels))
-        print("thresholds (best F2 per tag on the validation images): "
-              + ", ".join(f"{c} {t:.2f}" for c, t in zip(contract.classes, contract.thresholds)))
+    contract, scored = fit_to_labels(contract, gated.truth, ours)
     report = {"contract": contract.to_metadata(), "images": source, "onnx": str(onnx_path)}
+    if scored is not None:
+        report["labels"] = scored
     report["parity"] = _gated(
         onnx_path, contract, pixels, ours, OrtBackend, f"onnxruntime vs PyTorch on {source}",
         write=lambda path: export_onnx(model, contract, path, opset=opset))
@@ -403,6 +412,37 @@ def export(learner, onnx_path, *, task: str | None = None, size: tuple[int, int]
         report["engine"], report["engine_parity"] = export_engine(
             onnx_path, contract, pixels, ours, fp16=fp16, batch=batch, fp32_layers=fp32_layers, source=source)
     return report
+
+
+def check_gate_options(*, data, images, labels, limit: int) -> None:
+    if data is not None and images is not None:
+        raise UsageError("--data and --images both name the gate's images; give one: --data for a dataset in the "
+                         "task's layout, --images for a folder of your own pictures")
+    if labels is not None and images is None:
+        raise UsageError("--labels labels the pictures of --images DIR; add it (--data brings its own labels)")
+    if limit < 1:
+        raise UsageError(f"--limit must be 1 or more, got {limit}")
+
+
+def fit_to_labels(contract: Contract, truth: Truth | None, ours: np.ndarray) -> tuple[Contract, dict | None]:
+    """planet's thresholds fitted on the labelled images, and the task metric there (printed, and
+    returned for the report)."""
+    if truth is None:
+        return contract, None
+    mine, count = ours[truth.rows], len(truth.rows)
+    scored = {"count": count}
+    if truth.tags is not None:
+        contract = dataclasses.replace(contract, thresholds=fit_thresholds(mine, truth.tags))
+        scored["thresholds"] = dict(zip(contract.classes, contract.thresholds))
+        print(f"thresholds (best F2 per tag on the {count} labelled images): "
+              + ", ".join(f"{c} {t:.2f}" for c, t in zip(contract.classes, contract.thresholds)))
+    scored["metrics"] = user_images.score(contract, truth, mine)
+    # fitted and scored on the same images, the metric flatters the thresholds: say so
+    print(f"task metric on the {count} labelled images"
+          + (" (at the thresholds fitted on them)" if truth.tags is not None else "") + ":")
+    for key, value in scored["metrics"].items():
+        print(f"  {key:<20} {value:>12.6g}")
+    return contract, scored
 
 
 # fp16 cannot match fp32 to the last bit: the bounds a deployment must keep (camvid pixels, planet
@@ -482,10 +522,15 @@ def parser() -> argparse.ArgumentParser:
                    help="input size (default: the learner's Resize)")
     p.add_argument("--data", metavar="DIR", help="dataset folder in the task's layout: its validation images gate "
                                                  "the export (and fit planet's thresholds)")
+    p.add_argument("--images", metavar="DIR", help="a folder of your own images (subfolders too): they gate the "
+                                                   "export instead of --data")
+    p.add_argument("--labels", metavar="FILE.csv",
+                   help="with --images: a CSV image,labels (or Kaggle's image_name,tags); planet's space-separated "
+                        "tags fit its thresholds, biwi's face centre 'x y' in pixels; both give the task metric")
+    p.add_argument("--limit", type=int, default=200, metavar="N", help="images to gate on, at most (default 200)")
     p.add_argument("--torch-program", metavar="OUT.pt2", help="also write a fastai-free torch.export program")
     p.add_argument("--opset", type=int, default=17,
                    help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default 17)")
-    p.add_argument("--images", type=int, default=200, help="validation images to gate on (default 200)")
     p.add_argument("--trt", action="store_true", help="also build a TensorRT engine, OUT.engine + OUT.engine.json")
     p.add_argument("--fp16", action="store_true", help="with --trt: an fp16 engine (gated at FP16_GATE)")
     p.add_argument("--batch", type=int, default=8, help="with --trt: the batch the engine is tuned for (default 8)")
@@ -498,9 +543,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        report = export(args.learner, args.onnx, task=args.task, size=args.size, data=args.data,
-                        torch_program=args.torch_program, opset=args.opset, images=args.images, trt=args.trt,
-                        fp16=args.fp16, batch=args.batch, fp32_layers=tuple(args.fp32_layers))
+        report = export(args.learner, args.onnx, task=args.task, size=args.size, data=args.data, images=args.images,
+                        labels=args.labels, limit=args.limit, torch_program=args.torch_program, opset=args.opset,
+                        trt=args.trt, fp16=args.fp16, batch=args.batch, fp32_layers=tuple(args.fp32_layers))
     except EdgeError as err:
         if args.debug:
             traceback.print_exc()
