@@ -291,7 +291,6 @@ def run(
     `progress(input, frames written, frames expected)` is called as each input goes."""
     media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                              stream=stream)
-    check_some_exist(inputs)
     check_options(batch=batch, options=options, checkpoint_s=checkpoint_s)
     media.check_choice("upload", upload, UPLOADS)
     if not isinstance(jobs, int) or jobs < 1:
@@ -300,6 +299,7 @@ def run(
         raise UsageError("--ray-cpus goes with --ray: it is the CPUs each Ray worker reserves")
     if ray_cpus is not None and (not isinstance(ray_cpus, int) or ray_cpus < 1):
         raise UsageError(f"--ray-cpus must be 1 or more, got {ray_cpus!r}")
+    check_some_exist(inputs)
     setup = Setup(models=tuple(models), tasks_=tuple(tasks_), batch=batch, decoder=decoder, stream=stream,
                   stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s, backend=backend, device=device,
                   threads=threads, precision=precision, options=options, checkpoint_s=checkpoint_s, upload=upload,
