@@ -7,7 +7,7 @@
 
 Both write what edge writes for the task (camvid: overlay video and class fractions; planet:
 scores; biwi: overlay video and track) through the same plain output code, so they differ only
-in how a frame becomes a result.
+in how a frame becomes a result. `measured` times either over the frames the stages are timed on.
 """
 
 import csv
@@ -19,6 +19,8 @@ import numpy as np
 from edge.errors import UsageError
 from edge.geometry import Window
 from edge.model import Contract, parse
+
+WARM_FRAMES = 8  # a baseline's warm-up: enough frames to load and allocate everything
 
 
 class PlainOutputs:
@@ -152,3 +154,22 @@ def learn_predict(learner_path: str, contract: Contract):
         return decoded.numpy()  # camvid: the class-id map (argmax); biwi: the point in -1..1
 
     return frame_to_result
+
+
+def measured(setup, way, name: str) -> dict:
+    """A baseline's figures over the same frames, or why it did not run."""
+    if isinstance(way, str):
+        return {"unavailable": way}
+    frame_to_result, device = way if isinstance(way, tuple) else (way, "cpu")
+    short = []
+
+    def run(frames: int):
+        done = over_video(setup.video, frames, str(setup.scratch()), setup.model.contract, frame_to_result)
+        if done < frames:
+            short.append(done)
+
+    result = setup.measure(lambda: run(len(setup.frames)), warm=lambda: run(min(WARM_FRAMES, len(setup.frames))))
+    if short:
+        return {"unavailable": f"OpenCV read only {min(short)} of the {len(setup.frames)} frames PyAV read, so "
+                               f"{name} would not run on the same frames"}
+    return {**result, "device": device}

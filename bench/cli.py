@@ -6,6 +6,10 @@ colour conversion, preprocessing, inference for each backend, precision and batc
 postprocessing, each sink with its encoding), then the whole pipeline, then two baselines on the
 same frames and model: a hand-written OpenCV + onnxruntime loop, and fastai's `learn.predict`
 frame by frame (with `--learner`). Writes report.md, report.json and two plots into --out.
+
+A figure whose repeats disagree, or during which other work took a share of the cores, is
+measured again, and one that stays so is marked unreliable, with why; so is a headline above its
+ceiling, or one measured on a machine already busy before the run (see bench/reliability.py).
 """
 
 import argparse
@@ -15,7 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -23,13 +27,14 @@ from edge import backends, media, runner, tasks, writer
 from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageError, last_line, user_line
 from edge.model import TASKS, Contract, file_sha256, parse
 
-from . import analysis, baselines, memory, report, stages
-from .measure import machine
-from .stages import Unavailable
+from . import analysis, baselines, memory, remeasure, report, stages
+from .measure import LoadMeter, idle_load, machine
+from .progress import Progress
+from .reliability import RunLoad
+from .stages import Unavailable, model_file
 
 BENCH_BACKENDS = tuple(b for b in backends.BACKENDS if b != "auto")
-FILES = {"onnxruntime": (".onnx",), "torch": (".pt2",), "tensorrt": (".engine", ".onnx")}
-WARM_FRAMES = 8  # a baseline's warm-up: enough frames to load and allocate everything
+BEFORE_S = 0.5  # how long the machine is watched, idle, before the first measurement
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,12 +71,13 @@ class Plan:
     precisions: list[str]
     batches: list[int]
 
-    @property
-    def steps_per_model(self) -> int:
-        combos = len(self.backends) * len(self.precisions)
-        # preprocess and postprocess per batch, inference and pipeline per combo and batch, sinks,
-        # two baselines, memory
-        return 2 * len(self.batches) + 2 * combos * len(self.batches) + 1 + 2 + 1
+    def steps(self, s: "Subject") -> int:
+        """The steps of measuring one model: each decode, preprocess and postprocess per batch,
+        inference and pipeline per batch of each backend and precision that runs here, sinks,
+        the headline, two baselines, memory."""
+        runs = len(self.backends) * len(self.precisions) - len(s.unavailable)
+        decoding = len(decodes(runner.pixels_for([s.contract.task])))
+        return decoding + 2 * len(self.batches) + 2 * runs * len(self.batches) + 1 + 1 + 2 + 1
 
 
 @dataclass
@@ -83,6 +89,7 @@ class Subject:
     sha256: str
     hand_loop: tuple | str  # (frame_to_result, device), or why it cannot run
     learn_predict: object  # frame_to_result, or why it cannot run
+    unavailable: dict[tuple[str, str], str]  # why each (backend, precision) that cannot run here cannot
 
     @property
     def name(self) -> str:
@@ -147,26 +154,30 @@ def bench(args, argv: list[str]) -> Path:
     except OSError as err:
         raise OutputError(f"cannot write to {out}: {err.strerror}; choose another --out") from None
     info = media.probe(args.video)
-    subjects = [subject(path, (args.learner or [None] * len(models))[n], args) for n, path in enumerate(models)]
+    learners = args.learner or [None] * len(models)
+    subjects = [subject(path, learners[n], args, plan) for n, path in enumerate(models)]
     about = machine()
+    load = RunLoad(about["cores"], idle_load(BEFORE_S), os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
 
-    steps = sum(plan.steps_per_model + len(decodes(runner.pixels_for([s.contract.task]))) for s in subjects)
-    progress = Progress(total=steps, enabled=not args.quiet)
-    with progress, tempfile.TemporaryDirectory(prefix="edge-bench-") as work:
-        results = []
-        for s in subjects:
-            result = bench_model(s, args, info, plan, Path(work), progress)
-            result["headline"] = analysis.headline(result, about["cores"])
-            results.append(result)
+    progress = Progress(total=sum(plan.steps(s) for s in subjects), enabled=not args.quiet)
+    with progress, tempfile.TemporaryDirectory(prefix="edge-bench-") as work, LoadMeter() as during:
+        results = [bench_model(s, args, info, plan, Path(work), progress, load) for s in subjects]
+    load.during_others_cores = during.others_cores
     document = {
         "video": os.path.basename(args.video), "frames": min(r["frames"] for r in results), "repeats": args.repeat,
-        "warmup": args.warmup, "machine": about, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "edge-bench " + " ".join(argv), "models": results,
+        "warmup": args.warmup, "machine": about, "load": asdict(load),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "edge-bench " + " ".join(argv),
+        "models": results,
     }
     try:
-        return report.write(document, out, old=old, old_name=Path(args.compare).name if old else "")
+        path = report.write(document, out, old=old, old_name=Path(args.compare).name if old else "")
     except OSError as err:
         raise OutputError(f"cannot write the report into {out}: {err.strerror}; choose another --out") from None
+    for r in results:  # the report says it too; a run left to itself should not hide it in a file
+        reasons = analysis.reasons_of(r["headline"] or {})
+        if reasons:
+            print(f"edge-bench: warning: {r['model']}: unreliable: {'; '.join(reasons)}", file=sys.stderr)
+    return path
 
 
 def read_old(path: str) -> dict:
@@ -181,9 +192,9 @@ def read_old(path: str) -> dict:
     return old
 
 
-def subject(path: str, learner: str | None, args) -> Subject:
-    """Read the model's contract and make both baselines ready, so that nothing the user can fix
-    fails after minutes of measuring."""
+def subject(path: str, learner: str | None, args, plan: Plan) -> Subject:
+    """Read the model's contract, make both baselines ready and find the backends that cannot run
+    it, so that nothing the user can fix fails after minutes of measuring."""
     try:
         loaded = backends.load(path, threads=args.threads)
     except ImportError as err:
@@ -205,24 +216,39 @@ def subject(path: str, learner: str | None, args) -> Subject:
             predict = baselines.learn_predict(learner, contract)
         except ImportError as err:
             predict = f"fastai is not installed ({err.name})"
-    return Subject(path, contract, file_sha256(path), hand, predict)
+    return Subject(path, contract, file_sha256(path), hand, predict, unavailable(path, contract, args, plan))
 
 
-def model_file(path: str, backend: str) -> str:
-    """The file `backend` runs for the model at `path`: itself, or a sibling with its extension."""
-    stem, ext = os.path.splitext(path)
-    wanted = FILES[backend]
-    if ext.lower() in wanted:
-        return path
-    for other in wanted:
-        if os.path.isfile(stem + other):
-            return stem + other
-    hint = " (edge-export --torch-program writes one)" if backend == "torch" else ""
-    raise Unavailable(f"{backend} runs {' or '.join(wanted)} files; there is no {Path(stem).name}{wanted[0]} "
-                      f"beside {Path(path).name}{hint}")
+def unavailable(path: str, contract: Contract, args, plan: Plan) -> dict[tuple[str, str], str]:
+    """Why each backend and precision that cannot run the model here cannot, found by loading
+    each once: the progress counts only what will be measured, and a model no backend can run
+    fails at once."""
+    why = {}
+    for backend in plan.backends:
+        for precision in plan.precisions:
+            try:
+                _, load, first = loader(path, contract, args, plan, backend, precision)
+                load(batch=first)
+            except Unavailable as err:
+                why[(backend, precision)] = str(err)
+            stages.release_gpu_cache()
+    if len(why) == len(plan.backends) * len(plan.precisions):
+        reasons = "; ".join(f"{backend} {precision}: {reason}" for (backend, precision), reason in why.items())
+        raise UsageError(f"no backend of --backends {args.backends} can run {Path(path).name} here ({reasons})")
+    return why
 
 
-def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress) -> dict:
+def loader(path: str, contract: Contract, args, plan: Plan, backend: str,
+           precision: str) -> tuple[str, partial, int]:
+    """The file `backend` runs, its loader at a batch size, and the batch size to load first: a
+    TensorRT engine is built for one batch size (the first measured), the others take any."""
+    file = model_file(path, backend)
+    load = partial(stages.load_backend, file, backend=backend, device=args.device, precision=precision,
+                   threads=args.threads, contract=contract)
+    return file, load, plan.batches[0] if backend == "tensorrt" else max(plan.batches)
+
+
+def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress: Progress, load: RunLoad) -> dict:
     model = runner.Model(s.path, s.contract, backend=None, folder_name=s.contract.task, sha256=s.sha256)
     pixels = runner.pixels_for([s.contract.task])
     frames = stages.first_frames(args.video, args.frames, pixels)  # as the pipeline's decoder gives them
@@ -230,7 +256,8 @@ def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress) -> dic
         raise InputError(f"{args.video}: no frame could be decoded")
     on_cpu = backends.default_device(plan.backends[0], args.device) == "cpu"
     options = tasks.Options(encoder=writer.pick_encoder("auto", on_gpu=not on_cpu, size=(info.width, info.height)))
-    setup = stages.Setup(args.video, info, frames, model, options, args.repeat, args.warmup, work)
+    setup = stages.Setup(args.video, info, frames, model, options, args.repeat, args.warmup, work, load.cores,
+                         progress)
     result = {"model": s.name, "path": os.path.abspath(s.path), "sha256": s.sha256, "task": s.contract.task,
               "producer": s.contract.producer or "unknown", "input_size": list(s.contract.input_size),
               "frames": len(frames), "decode": {}, "preprocess": {}, "inference": [], "postprocess": {},
@@ -254,18 +281,16 @@ def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress) -> dic
 
     for backend, precision, file, b in ran:
         progress.step(f"{s.name}: pipeline {backend} {precision} batch {b}")
-        row = {"stage": "pipeline", "backend": backend, "precision": precision, "batch": b}
-        try:
-            row.update(stages.pipeline(setup, file, backend=backend, device=args.device, precision=precision,
-                                       batch=b, threads=args.threads))
-        except EdgeError as err:
-            row["failed"] = user_line(err)
-        result["pipeline"].append(row)
+        result["pipeline"].append(stages.pipeline_row(setup, file, backend=backend, device=args.device,
+                                                      precision=precision, batch=b, threads=args.threads))
 
     progress.step(f"{s.name}: hand-written loop")
-    result["baselines"]["hand loop"] = baseline(setup, s.hand_loop, "hand loop")
+    result["baselines"]["hand loop"] = baselines.measured(setup, s.hand_loop, "hand loop")
     progress.step(f"{s.name}: learn.predict")
-    result["baselines"]["learn.predict"] = baseline(setup, s.learn_predict, "learn.predict")
+    result["baselines"]["learn.predict"] = baselines.measured(setup, s.learn_predict, "learn.predict")
+    progress.step(f"{s.name}: headline")
+    result["headline"] = remeasure.settled_headline(setup, s.contract, result, load.reasons(), device=args.device,
+                                                     threads=args.threads)
     progress.step(f"{s.name}: peak memory")
     result["memory"] = peak_memory(setup, result, args)
     return result
@@ -286,22 +311,21 @@ def inference(setup, s: Subject, args, plan: Plan, result: dict, progress, openc
     for backend in plan.backends:
         for precision in plan.precisions:
             head = {"stage": "inference alone", "backend": backend, "precision": precision}
+            if (backend, precision) in s.unavailable:  # not counted in the progress
+                result["inference"].append({**head, "unavailable": s.unavailable[(backend, precision)]})
+                continue
             try:
-                file = model_file(s.path, backend)
-                load = partial(stages.load_backend, file, backend=backend, device=args.device, precision=precision,
-                               threads=args.threads, contract=s.contract)
-                # a TensorRT engine is built for one batch size (the first here); the others take any
-                per_batch = backend == "tensorrt"
-                loaded = load(batch=plan.batches[0] if per_batch else max(plan.batches))
-            except Unavailable as why:
+                file, load, first = loader(s.path, s.contract, args, plan, backend, precision)
+                loaded = load(batch=first)
+            except Unavailable as why:  # it loaded a moment ago: the machine changed since (GPU memory taken)
                 result["inference"].append({**head, "unavailable": str(why)})
-                progress.skip(2 * len(plan.batches))
+                progress.drop(2 * len(plan.batches))
                 continue
             for b in plan.batches:
                 progress.step(f"{s.name}: {backend} {precision} batch {b}")
                 row = {**head, "batch": b}
                 try:
-                    runs = load(batch=b) if per_batch and b != plan.batches[0] else loaded
+                    runs = load(batch=b) if b != first and backend == "tensorrt" else loaded
                     batches = list(runner.batch_frames(setup.frames, [setup.model], b))
                     row.update(stages.inference(setup, runs, batches))
                 except Unavailable as why:
@@ -310,7 +334,7 @@ def inference(setup, s: Subject, args, plan: Plan, result: dict, progress, openc
                     row["failed"] = f"{type(err).__name__}: {last_line(err)}"
                 result["inference"].append(row)
                 if "fps" not in row:
-                    progress.skip(1)  # its pipeline step
+                    progress.drop(1)  # its pipeline step
                     continue
                 ran.append((backend, precision, file, b))
                 if str(b) not in result["postprocess"]:
@@ -325,30 +349,11 @@ def inference(setup, s: Subject, args, plan: Plan, result: dict, progress, openc
         reasons = "; ".join(f"{r['backend']} {r['precision']}: {r.get('unavailable') or r.get('failed')}"
                             for r in result["inference"])
         raise UsageError(f"no backend of --backends {args.backends} can run {s.name} here ({reasons})")
-    progress.skip(len(plan.batches) - len(result["postprocess"]))
+    progress.drop(len(plan.batches) - len(result["postprocess"]))
     progress.step(f"{s.name}: sinks")
     with runner.opencv_threads(opencv):
         result["sinks"] = stages.sinks(setup, finished)
     return ran
-
-
-def baseline(setup, way, name: str) -> dict:
-    """A baseline's figures over the same frames, or why it did not run."""
-    if isinstance(way, str):
-        return {"unavailable": way}
-    frame_to_result, device = way if isinstance(way, tuple) else (way, "cpu")
-    short = []
-
-    def run(frames: int):
-        done = baselines.over_video(setup.video, frames, str(setup.scratch()), setup.model.contract, frame_to_result)
-        if done < frames:
-            short.append(done)
-
-    result = setup.measure(lambda: run(len(setup.frames)), warm=lambda: run(min(WARM_FRAMES, len(setup.frames))))
-    if short:
-        return {"unavailable": f"OpenCV read only {min(short)} of the {len(setup.frames)} frames PyAV read, so "
-                               f"{name} would not run on the same frames"}
-    return {**result, "device": device}
 
 
 def peak_memory(setup, result: dict, args) -> dict:
@@ -370,37 +375,6 @@ def peak_memory(setup, result: dict, args) -> dict:
         mb, frames = memory.peak_rss_mb([video, *common])
         runs.append({"frames": frames, "peak_rss_mb": round(mb, 1)})
     return {"runs": runs, "growth": round(runs[-1]["peak_rss_mb"] / runs[-2]["peak_rss_mb"] - 1, 4)}
-
-
-class Progress:
-    """Where a long measurement is: a tqdm bar on a terminal, else one line per step (a log)."""
-
-    def __init__(self, *, total: int, enabled: bool):
-        self.total, self.enabled, self.done, self.bar = total, enabled, 0, None
-
-    def __enter__(self):
-        if self.enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.total, unit="step", file=sys.stderr, dynamic_ncols=True)
-        return self
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.set_description_str(label[:60])
-            self.bar.update(1)
-        elif self.enabled:
-            print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
-
-    def skip(self, steps: int) -> None:
-        self.done += steps
-        if self.bar is not None:
-            self.bar.update(steps)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def entry() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.measure import machine
 from edge import runner
-from edge.backends.ort import usable_cores
+from edge.machine import usable_cores
 
 
 def measure(video: str, models: list[str], tasks: list[str], *, copies: int, jobs: int | str, seconds: float,

@@ -1,4 +1,5 @@
-"""Timing primitives of edge-bench: timed repeats, their figures, GPU sampling, the machine.
+"""Timing primitives of edge-bench: timed repeats, their figures, the load other work put on
+the cores meanwhile, GPU sampling, the machine.
 
 Every figure is the median of several timed repeats after untimed warm-ups, with the spread
 (slowest and fastest repeat) beside it: this machine is noisy, one run says little.
@@ -16,10 +17,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
-from edge.backends.ort import usable_cores
+from edge.machine import usable_cores
 
 
 @dataclass
@@ -33,17 +35,77 @@ class Sample:
     latencies_s: list[float] = field(default_factory=list)
 
 
-def timed(work, *, frames: int, repeats: int, warmup: int, warm=None) -> list[Sample]:
+@dataclass
+class Round:
+    """The timed repeats of one measurement, and how many of this process's cores other work
+    took while they ran (None where that cannot be told)."""
+
+    samples: list[Sample]
+    others_cores: float | None
+
+
+def timed(work, *, frames: int, repeats: int, warmup: int, warm=None, tick=None) -> Round:
     """Run `work()` repeats times after `warmup` runs of `warm()` (by default `work` itself);
-    `work` may return the latencies of its calls."""
-    for _ in range(warmup):
+    `work` may return the latencies of its calls. `tick(text)` hears where it is."""
+    tick = tick or (lambda text: None)
+    for n in range(warmup):
+        tick(f"warm-up {n + 1}/{warmup}")
         (warm or work)()
     samples = []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        latencies = work() or []
-        samples.append(Sample(time.perf_counter() - wall, time.process_time() - cpu, frames, list(latencies)))
-    return samples
+    with LoadMeter() as load:
+        for n in range(repeats):
+            tick(f"repeat {n + 1}/{repeats}")
+            wall, cpu = time.perf_counter(), time.process_time()
+            latencies = work() or []
+            samples.append(Sample(time.perf_counter() - wall, time.process_time() - cpu, frames, list(latencies)))
+    return Round(samples, load.others_cores)
+
+
+TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+LOAD_WINDOW_S = 0.2  # /proc/stat counts in ticks (10 ms): a shorter window cannot tell a core's share
+
+
+def busy_cpu_s() -> float | None:
+    """Seconds the cores this process may run on have been busy since boot, for anyone, steal
+    included (time a virtual machine's core was given to its neighbours); None without /proc/stat."""
+    cpus = {f"cpu{n}" for n in cpu_set()}
+    try:
+        rows = [row for row in map(str.split, Path("/proc/stat").read_text().splitlines()) if row and row[0] in cpus]
+    except OSError:
+        return None
+    # columns: user nice system idle iowait irq softirq steal; all but idle and iowait are busy
+    return TICK_S * sum(sum(int(row[k]) for k in (1, 2, 3, 6, 7, 8)) for row in rows)
+
+
+def cpu_set() -> set[int]:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+class LoadMeter:
+    """How many of this process's cores other work took while the block ran: the cores' busy
+    time less this process's own CPU time, over the wall time. Load averages cannot tell this:
+    they count this process's own threads, and lag a minute behind."""
+
+    def __enter__(self):
+        self.others_cores = None
+        self.start = (busy_cpu_s(), time.process_time(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc):
+        busy, own, wall = busy_cpu_s(), time.process_time(), time.perf_counter()
+        busy0, own0, wall0 = self.start
+        if busy is None or busy0 is None or wall - wall0 < LOAD_WINDOW_S:
+            return
+        # each core's counter may be one tick off at either end of the window
+        others = busy - busy0 - (own - own0) - 2 * TICK_S * len(cpu_set())
+        self.others_cores = round(max(0.0, others) / (wall - wall0), 2)
+
+
+def idle_load(seconds: float) -> float | None:
+    """The cores other work takes while this process waits `seconds`: the machine before a run."""
+    with LoadMeter() as load:
+        time.sleep(seconds)
+    return load.others_cores
 
 
 def each_timed(items) -> tuple[list, list[float]]:
@@ -58,8 +120,9 @@ def each_timed(items) -> tuple[list, list[float]]:
     return out, seconds
 
 
-def figures(samples: list[Sample]) -> dict:
-    """frames/s (median, min, max), ms per frame, CPU ms per frame and cores used, latency p50/p95."""
+def figures(samples: list[Sample], others_cores: float | None = None) -> dict:
+    """frames/s (median, min, max), ms per frame, CPU ms per frame and cores used, latency p50/p95,
+    and the cores other work took meanwhile."""
     rates = [s.frames / s.wall_s for s in samples]
     fps = statistics.median(rates)
     out = {
@@ -70,6 +133,7 @@ def figures(samples: list[Sample]) -> dict:
         "cpu_ms_per_frame": significant(statistics.median(1000 * s.cpu_s / s.frames for s in samples)),
         "cpu_cores_used": round(statistics.median(s.cpu_s / s.wall_s for s in samples), 2),
         "repeats": len(samples),
+        "others_cores": others_cores,
     }
     latencies = [x for s in samples for x in s.latencies_s]
     if latencies:
@@ -142,14 +206,17 @@ def version(*distributions: str) -> str | None:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
+    """What the figures belong to: the host, its CPU (and whether it is a virtual machine, whose
+    cores its neighbours share), the cores this process may use of the ones it has, memory, GPUs."""
+    cpu, virtual = platform.processor(), None
     with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                   cpu)
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+        virtual = any(line.startswith("flags") and "hypervisor" in line.split() for line in lines)
     cores = usable_cores()
     info = {
-        "cpu": cpu, "cores": cores, "memory_gb": _memory_gb(), "os": platform.platform(),
-        "python": platform.python_version(),
+        "host": platform.node(), "cpu": cpu, "virtual": virtual, "cores": cores, "cpus": os.cpu_count(),
+        "memory_gb": _memory_gb(), "os": platform.platform(), "python": platform.python_version(),
         "versions": {
             "edge": version("edge"), "numpy": version("numpy"),
             "onnxruntime": version("onnxruntime", "onnxruntime-gpu"), "torch": version("torch"),

@@ -4,7 +4,8 @@ with an earlier report."""
 import json
 from pathlib import Path
 
-from .analysis import GOALS, explain, same_config, stages_at
+from .analysis import GOALS, explain, reasons_of, same_config, stages_at
+from .reliability import EXTRA_ROUNDS, OTHERS_LIMIT, SPREAD_LIMIT, verdict_of
 
 
 def figures_flat(report: dict) -> dict[str, float]:
@@ -38,7 +39,13 @@ def compare(old: dict, new: dict) -> list[tuple[str, float, float, float]]:
 
 
 def _fig_cells(fig: dict) -> str:
+    verdict = verdict_of(fig)
     spread = f"{fig['fps_min']:,.1f}–{fig['fps_max']:,.1f}"
+    rounds = f" after {verdict.rounds} rounds" if verdict.rounds > 1 else ""
+    if not verdict.reliable:
+        spread += f" **unreliable**{rounds}: {'; '.join(verdict.reasons)}"
+    elif rounds:
+        spread += f" ({verdict.rounds} rounds)"
     return (f"{fig['fps']:,.1f} | {spread} | {fig['ms_per_frame']:.2f} | {fig['cpu_ms_per_frame']:.2f} | "
             f"{fig['cpu_cores_used']:.2f}")
 
@@ -46,43 +53,53 @@ def _fig_cells(fig: dict) -> str:
 FIG_HEAD = "frames/s | spread | ms/frame | CPU ms/frame | cores used"
 
 
+def machine_name(mach: dict) -> str:
+    """The machine the figures belong to, in a line: host, CPU, cores, memory, GPUs."""
+    gpus = "; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in mach["gpus"]) or "no GPU"
+    cores = f"{mach['cores']} cores" + (f" of its {mach['cpus']}" if mach.get("cpus", mach["cores"]) != mach["cores"]
+                                        else "")
+    virtual = ", a virtual machine" if mach.get("virtual") else ""
+    return f"{mach.get('host') or 'this machine'} ({mach['cpu']}{virtual}, {cores}, {mach['memory_gb']} GB; {gpus})"
+
+
+def load_line(load: dict | None) -> str:
+    """How busy other work kept the cores around the run; "" for a report from before it was recorded."""
+    if not load:
+        return ""
+
+    def cores(value):
+        return "an unknown share" if value is None else f"{value:.1f}"
+
+    average = "" if load["load_average_before"] is None else f" (load average {load['load_average_before']:.2f})"
+    return (f"Other work took {cores(load['before_others_cores'])} of the {load['cores']} cores just before the run"
+            f"{average} and {cores(load['during_others_cores'])} on average during it.")
+
+
 def markdown(report: dict, comparison: list | None = None, old_name: str = "") -> str:
     mach = report["machine"]
     v = mach["versions"]
-    gpus = "; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in mach["gpus"]) or "no GPU"
     lines = [
         f"# edge-bench on {report['video']}",
         "",
-        f"{report['when']}. {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']} GB; {gpus}.",
+        (f"{report['when']}, on {machine_name(mach)}. Every figure here is that machine's, as loaded then: "
+         "another machine, or this one busier, gives others. " + load_line(report.get("load"))).strip(),
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
         f"First {report['frames']} frames; each figure the median of {report['repeats']} timed repeats after "
-        f"{report['warmup']} warm-up(s), spread = slowest–fastest repeat.",
+        f"{report['warmup']} warm-up(s), spread = slowest–fastest repeat. A figure whose repeats spread over "
+        f"{SPREAD_LIMIT:g}× or during which other work took over {OTHERS_LIMIT:.0%} of the cores is measured again, "
+        f"up to {EXTRA_ROUNDS} more rounds, and marked unreliable, with why, if it stays so.",
         f"Command: `{report['command']}`",
         "",
         "## Headline",
         "",
         f"Goals: pipeline ÷ inference alone ≥ {GOALS['inference_alone']}, ÷ hand-written loop ≥ "
-        f"{GOALS['hand_loop']:g}, ÷ `learn.predict` ≥ {GOALS['learn_predict']:g}.",
+        f"{GOALS['hand_loop']:g}, ÷ `learn.predict` ≥ {GOALS['learn_predict']:g}. Measured on {machine_name(mach)}.",
         "",
         "| model | task | pipeline frames/s | config | ÷ inference alone | ÷ hand-written loop | ÷ learn.predict | "
-        "ceiling ÷ inference alone | limited by |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "ceiling ÷ inference alone | limited by | measurement |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for m in report["models"]:
-        h = m.get("headline")
-        if not h:
-            lines.append(f"| {m['model']} | {m['task']} | no pipeline ran | | | | | | |")
-            continue
-        r = h["ratios"]
-        def cell(k):
-            if k not in r:
-                return "not measured"
-            ceiling = f" (ceiling {h['ceiling_ratios'][k]:.2f})" if k in h["ceiling_ratios"] else ""
-            return f"**{r[k]:.2f}** {'✓' if h['goals_met'][k] else '✗'}{ceiling}"
-
-        lines.append(f"| {m['model']} | {m['task']} | {h['pipeline_fps']:,.1f} | {h['backend']} {h['precision']} "
-                     f"batch {h['batch']} | {cell('inference_alone')} | {cell('hand_loop')} | "
-                     f"{cell('learn_predict')} | {h['ceiling_ratio']:.2f} | {h['limited_by']} |")
+    lines += [headline_row(m) for m in report["models"]]
     for m in report["models"]:
         lines += ["", *model_section(m, mach["cores"])]
     lines += ["", "![frames/s against batch](fps_vs_batch.png)", "", "![where the time goes](stages.png)"]
@@ -90,6 +107,30 @@ def markdown(report: dict, comparison: list | None = None, old_name: str = "") -
         lines += ["", f"## Against {old_name}", "", "| figure | before | now | change |", "|---|---|---|---|"]
         lines += [f"| {k} | {a:,.2f} | {b:,.2f} | {c:+.1%} |" for k, a, b, c in comparison]
     return "\n".join(lines) + "\n"
+
+
+def headline_row(m: dict) -> str:
+    """A model's line of the headline table: no ✓ or ✗ for a ratio that cannot be trusted, and why."""
+    h = m.get("headline")
+    if not h:
+        return f"| {m['model']} | {m['task']} | no pipeline ran | | | | | | | |"
+    r, unreliable = h["ratios"], h.get("unreliable", {})
+
+    def cell(k):
+        if k not in r:
+            return "not measured"
+        mark = "unreliable" if k in unreliable else "✓" if h["goals_met"][k] else "✗"
+        ceiling = f" (ceiling {h['ceiling_ratios'][k]:.2f})" if k in h["ceiling_ratios"] else ""
+        return f"**{r[k]:.2f}** {mark}{ceiling}"
+
+    def flag(k):
+        return " unreliable" if k in unreliable else ""
+
+    reasons = reasons_of(h)
+    return (f"| {m['model']} | {m['task']} | {h['pipeline_fps']:,.1f} | {h['backend']} {h['precision']} "
+            f"batch {h['batch']}{flag('config')} | {cell('inference_alone')} | {cell('hand_loop')} | "
+            f"{cell('learn_predict')} | {h['ceiling_ratio']:.2f}{flag('ceiling')} | {h['limited_by']} | "
+            + (f"**unreliable**: {'; '.join(reasons)} |" if reasons else "reliable |"))
 
 
 def model_section(m: dict, cores: int) -> list[str]:

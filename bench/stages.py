@@ -7,6 +7,7 @@ over the same frames, every stage in its own thread, model loading not counted.
 """
 
 import itertools
+import os
 import shutil
 import sys
 import tempfile
@@ -15,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge import backends, media, runner, tasks
-from edge.errors import EdgeError, last_line
+from edge.errors import EdgeError, last_line, user_line
 from edge.model import Contract, parse
 
-from .measure import GpuSampler, Sample, each_timed, figures, significant, timed
+from .measure import GpuSampler, LoadMeter, Sample, each_timed, figures, significant, timed
+from .progress import Progress
+from .reliability import until_reliable
 
+FILES = {"onnxruntime": (".onnx",), "torch": (".pt2",), "tensorrt": (".engine", ".onnx")}
 NOTHING_SELECTED = 10**9  # a stride no clip reaches: only the first frame gets converted
 # read_frames' options for each way of decoding measured
 DECODE_KINDS = {"decode": dict(pixels="selected", stride=NOTHING_SELECTED), "decode + RGB": dict(pixels="all"),
@@ -42,14 +46,28 @@ class Setup:
     repeats: int
     warmup: int
     work: Path  # scratch folder for the outputs of sinks and pipeline runs
+    cores: int  # the share of them other work takes is judged against these
+    progress: Progress  # hears of each warm-up and repeat, and of each figure measured again
 
     @property
     def end_s(self) -> float:
         """Just after the last frame, so the pipeline stops where the frames alone stop."""
         return self.frames[-1].pts_s + 1e-3
 
-    def measure(self, work, *, warm=None) -> dict:
-        return figures(timed(work, frames=len(self.frames), repeats=self.repeats, warmup=self.warmup, warm=warm))
+    def measure(self, work, *, warm=None, what: str = "") -> dict:
+        """`work` timed, and timed again while the figure cannot be trusted; `what` names it
+        where the running step measures several."""
+        def one_round(warmup: int) -> dict:
+            timing = timed(work, frames=len(self.frames), repeats=self.repeats, warmup=warmup, warm=warm,
+                           tick=self.progress.detail)
+            return figures(timing.samples, timing.others_cores)
+
+        return self.rounds(one_round, what)
+
+    def rounds(self, measure_round, what: str = "") -> dict:
+        """A figure, from `measure_round(warmup)`, measured again while it cannot be trusted."""
+        return until_reliable(measure_round, warmup=self.warmup, cores=self.cores,
+                              again=lambda n, of, reasons: self.progress.again(n, of, reasons, what))
 
     def scratch(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.work))
@@ -83,6 +101,20 @@ def preprocess(setup: Setup, batch: int) -> tuple[dict, list]:
         return seconds
 
     return setup.measure(work), made
+
+
+def model_file(path: str, backend: str) -> str:
+    """The file `backend` runs for the model at `path`: itself, or a sibling with its extension."""
+    stem, ext = os.path.splitext(path)
+    wanted = FILES[backend]
+    if ext.lower() in wanted:
+        return path
+    for other in wanted:
+        if os.path.isfile(stem + other):
+            return stem + other
+    hint = " (edge-export --torch-program writes one)" if backend == "torch" else ""
+    raise Unavailable(f"{backend} runs {' or '.join(wanted)} files; there is no {Path(stem).name}{wanted[0]} "
+                      f"beside {Path(path).name}{hint}")
 
 
 def load_backend(path: str, *, backend: str, device: str | None, precision: str, batch: int, threads: int | None,
@@ -125,11 +157,16 @@ def inference(setup: Setup, loaded, batches: list) -> dict:
     def work():
         return each_timed(run(x) for x in inputs)[1]
 
-    for _ in range(setup.warmup):  # before sampling: warm-up is where engines allocate
-        work()
-    with GpuSampler(enabled=loaded.device.startswith("cuda")) as gpu:
-        samples = timed(work, frames=len(setup.frames), repeats=setup.repeats, warmup=0)
-    return {**figures(samples), **gpu.figures(), "device": loaded.device}
+    def one_round(warmup: int) -> dict:
+        for n in range(warmup):  # before sampling: warm-up is where engines allocate
+            setup.progress.detail(f"warm-up {n + 1}/{warmup}")
+            work()
+        with GpuSampler(enabled=loaded.device.startswith("cuda")) as gpu:
+            timing = timed(work, frames=len(setup.frames), repeats=setup.repeats, warmup=0,
+                           tick=setup.progress.detail)
+        return {**figures(timing.samples, timing.others_cores), **gpu.figures(), "device": loaded.device}
+
+    return setup.rounds(one_round)
 
 
 def outputs(setup: Setup, loaded, batches: list) -> list:
@@ -173,7 +210,7 @@ def sinks(setup: Setup, finished: list) -> dict[str, dict]:
         return work
 
     probe = tasks.SinkContext(setup.work, contract, setup.info, setup.options, start_s, setup.end_s)
-    result = {s.name: setup.measure(one(i)) for i, s in enumerate(module.sinks(probe))}
+    result = {s.name: setup.measure(one(i), what=s.name) for i, s in enumerate(module.sinks(probe))}
 
     def together():  # with the checkpoints a run takes
         folder = setup.scratch()
@@ -182,8 +219,20 @@ def sinks(setup: Setup, finished: list) -> dict[str, dict]:
         list(runner.write_sinks(iter(finished), [setup.model], {name: runner.Staging(folder / name)}, runner.Tally(),
                                 outputs))
 
-    result["all sinks"] = setup.measure(together)
+    result["all sinks"] = setup.measure(together, what="all sinks")
     return result
+
+
+def pipeline_row(setup: Setup, file: str, *, backend: str, device: str | None, precision: str, batch: int,
+                 threads: int | None) -> dict:
+    """The pipeline's row of the report: its figures, or why it failed."""
+    row = {"stage": "pipeline", "backend": backend, "precision": precision, "batch": batch}
+    try:
+        row.update(pipeline(setup, file, backend=backend, device=device, precision=precision, batch=batch,
+                            threads=threads))
+    except EdgeError as err:
+        row["failed"] = user_line(err)
+    return row
 
 
 def pipeline(setup: Setup, model_path: str, *, backend: str, device: str | None, precision: str, batch: int,
@@ -200,14 +249,24 @@ def pipeline(setup: Setup, model_path: str, *, backend: str, device: str | None,
         shutil.rmtree(out)
         runs.append(summary)
 
-    for _ in range(setup.warmup):
-        work()
-    runs.clear()
-    with GpuSampler(enabled=backends.default_device(backend, device) == "cuda") as gpu:
-        for _ in range(setup.repeats):
+    def one_round(warmup: int) -> dict:
+        for n in range(warmup):
+            setup.progress.detail(f"warm-up {n + 1}/{warmup}")
             work()
+        runs.clear()
+        with GpuSampler(enabled=backends.default_device(backend, device) == "cuda") as gpu, LoadMeter() as load:
+            for n in range(setup.repeats):
+                setup.progress.detail(f"repeat {n + 1}/{setup.repeats}")
+                work()
+        return {**pipeline_figures(runs, load.others_cores), **gpu.figures()}
+
+    return setup.rounds(one_round)
+
+
+def pipeline_figures(runs: list[dict], others_cores: float | None) -> dict:
+    """The figures of a round of pipeline runs, and the stage breakdown of its median run."""
     samples = [Sample(s["seconds"]["total"], s["seconds"]["cpu"], s["frames"]["processed"]) for s in runs]
-    result = figures(samples)
+    result = figures(samples, others_cores)
     rates = [s["processed_per_s"] for s in runs]
     typical = runs[sorted(range(len(runs)), key=rates.__getitem__)[len(runs) // 2]]
     stages = ("decode", "preprocess", "infer", "postprocess", "sinks")
@@ -218,4 +277,4 @@ def pipeline(setup: Setup, model_path: str, *, backend: str, device: str | None,
     threads["native pools"] = typical["seconds"]["cpu"] - sum(threads.values())
     result["thread_cpu_ms_per_frame"] = {k: significant(1000 * v / processed) for k, v in threads.items()}
     result["device"] = next(iter(typical["models"].values()))["device"]
-    return {**result, **gpu.figures()}
+    return result
