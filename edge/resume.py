@@ -31,7 +31,7 @@ import numpy as np
 
 from . import media, tasks
 from .errors import UsageError
-from .writer import sync
+from .files import sync
 
 RESUME_DIR = ".edge-resume"
 CHECKPOINT = "checkpoint.json"

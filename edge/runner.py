@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from . import __version__, backends, media, tasks, writer
-from .backends.ort import usable_cores
+from .machine import opencv_threads, usable_cores
 from .device import DevicePath, finite_rows, for_models, host, host_rgb
 from .errors import EdgeError, InputError, Interrupted, ModelError, OutputError, StageError, UsageError, user_line
 from .frames import Frame
@@ -829,23 +829,6 @@ def _status(run_json: Path) -> str | None:
         return json.loads(run_json.read_text()).get("status")
     except (OSError, ValueError, AttributeError):
         return None
-
-
-@contextmanager
-def opencv_threads(threads: int | None):
-    """OpenCV's own thread pool set to `threads` (None: left alone) for the duration. With the
-    model on the CPU, inference and the pipeline's stage threads already keep every core busy;
-    OpenCV waking its pool for each resize, conversion and blend on top only adds switching
-    (measured on 2 cores: 0.7 ms less CPU a frame, about 4% more frames/s, with it off)."""
-    if threads is None:
-        yield
-        return
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(threads)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
 
 
 def model_record(m: Model) -> dict:

@@ -23,7 +23,8 @@ import numpy as np
 from .device import host_rgb
 from .errors import OutputError
 from .frames import Frame
-from .writer import VideoWriter, durable_size, open_resumable
+from .files import durable_size, open_resumable
+from .writer import VideoWriter
 
 
 class Staging:

@@ -1,11 +1,11 @@
 """onnxruntime backend: CPU by default, the TensorRT or CUDA execution provider on `--device cuda`."""
 
-import os
 
 import numpy as np
 
 from ..device import torch_has_cuda
 from ..errors import ModelError, UsageError, last_line
+from ..machine import default_threads
 from . import check_file
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -13,18 +13,6 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _TORCH_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
                 "tensor(int32)": "int32", "tensor(uint8)": "uint8"}
 _NUMPY_TYPES = {"torch.uint8": np.uint8, "torch.float32": np.float32}  # the inputs edge feeds
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, as a container or taskset limits it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def default_threads() -> int:
-    """Intra-op threads: all cores on a small machine (inference is the bottleneck there and
-    idle ORT threads sleep, since spinning is off), one core left for decode and encode above four."""
-    cores = usable_cores()
-    return cores if cores <= 4 else cores - 1
 
 
 class OrtBackend:

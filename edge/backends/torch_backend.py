@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ModelError, UsageError, last_line
 from . import check_file, onnx_type
-from .ort import default_threads
+from ..machine import default_threads
 
 CONTRACT_FILE = "edge.contract.json"
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..sinks import OverlaySink
-from ..writer import durable_size, open_resumable
+from ..files import durable_size, open_resumable
 
 TRAIL_S = 1.0  # the overlay's trail shows this many seconds of the smoothed track
 
