@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge import runner, tasks
+from edge import tasks
+from edge.api import run
 
 GOALS = {"camvid": ("pixels_equal", 0.99), "planet": ("frames_same_tags", 0.99), "biwi": ("max_px", 1.0)}
 
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
     for model in args.model:
         folders = {}
         for precision in ("fp32", "fp16"):
-            (summary,) = runner.run([args.clip], models=[model], out=str(args.out / "agreement" / precision),
+            (summary,) = run([args.clip], models=[model], out=str(args.out / "agreement" / precision),
                                     backend=args.backend, device=args.device, precision=precision,
                                     options=tasks.Options(save_masks=True))
             (name,) = summary["outputs"]

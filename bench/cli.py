@@ -23,7 +23,11 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-from edge import backends, media, runner, tasks, writer
+from edge import backends, media, tasks, writer
+from edge.machine import opencv_threads
+from edge.run.models import Model, check_io, default_model
+from edge.run.signals import signals_raise
+from edge.run.stages import batch_frames, pixels_for
 from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageError, last_line, user_line
 from edge.model import TASKS, Contract, file_sha256, parse
 
@@ -76,7 +80,7 @@ class Plan:
         inference and pipeline per batch of each backend and precision that runs here, sinks,
         the headline, two baselines, memory."""
         runs = len(self.backends) * len(self.precisions) - len(s.unavailable)
-        decoding = len(decodes(runner.pixels_for([s.contract.task])))
+        decoding = len(decodes(pixels_for([s.contract.task])))
         return decoding + 2 * len(self.batches) + 2 * runs * len(self.batches) + 1 + 1 + 2 + 1
 
 
@@ -112,7 +116,7 @@ def listed(name: str, value: str, allowed: tuple | None = None, kind=str) -> lis
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        with runner.signals_raise():
+        with signals_raise():
             path = bench(args, argv if argv is not None else sys.argv[1:])
     except EdgeError as err:
         if args.debug:
@@ -144,7 +148,7 @@ def bench(args, argv: list[str]) -> Path:
     bad = [t for t in task_names if t not in TASKS]
     if bad:
         raise UsageError(f"unknown task {bad[0]!r}; allowed: {', '.join(TASKS)}")
-    models = args.model or [runner.default_model(t) for t in task_names]
+    models = args.model or [default_model(t) for t in task_names]
     if args.learner and len(args.learner) != len(models):
         raise UsageError(f"{len(args.learner)} --learner for {len(models)} models: give one per model, in order")
     old = read_old(args.compare) if args.compare else None
@@ -200,7 +204,7 @@ def subject(path: str, learner: str | None, args, plan: Plan) -> Subject:
     except ImportError as err:
         raise ModelError(f"{path}: its backend needs {err.name}, which is not installed") from None
     contract = parse(loaded.metadata, source=path)
-    runner.check_io(path, loaded, contract)
+    check_io(path, loaded, contract)
     del loaded
     try:
         frame_to_result, baseline_contract, device = baselines.hand_loop(model_file(path, "onnxruntime"),
@@ -249,8 +253,8 @@ def loader(path: str, contract: Contract, args, plan: Plan, backend: str,
 
 
 def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress: Progress, load: RunLoad) -> dict:
-    model = runner.Model(s.path, s.contract, backend=None, folder_name=s.contract.task, sha256=s.sha256)
-    pixels = runner.pixels_for([s.contract.task])
+    model = Model(s.path, s.contract, backend=None, folder_name=s.contract.task, sha256=s.sha256)
+    pixels = pixels_for([s.contract.task])
     frames = stages.first_frames(args.video, args.frames, pixels)  # as the pipeline's decoder gives them
     if not frames:
         raise InputError(f"{args.video}: no frame could be decoded")
@@ -263,14 +267,14 @@ def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress: Progre
               "frames": len(frames), "decode": {}, "preprocess": {}, "inference": [], "postprocess": {},
               "sinks": {}, "pipeline": [], "baselines": {},
               # what the pipeline's decoder gives: on a GPU frames go there as planes where they can
-              "pipeline_decode": "decode + RGB" if runner.pixels_for(
+              "pipeline_decode": "decode + RGB" if pixels_for(
                   [s.contract.task], on_device=not on_cpu, upload="rgb" if on_cpu else "planes") in ("all", "selected")
               else "decode + planes"}
-    # Stages alone run with OpenCV's threads as runner.run sets them on the first backend's device.
+    # Stages alone run with OpenCV's threads as edge.api.run sets them on the first backend's device.
     opencv = 1 if on_cpu else None
     result["opencv_threads"] = opencv or "default"
 
-    with runner.opencv_threads(opencv):
+    with opencv_threads(opencv):
         for decoder, kind in decodes(pixels):
             progress.step(f"{s.name}: {kind} ({decoder})")
             result["decode"].setdefault(decoder, {})[kind] = stages.decode(setup, decoder=decoder, kind=kind)
@@ -326,7 +330,7 @@ def inference(setup, s: Subject, args, plan: Plan, result: dict, progress, openc
                 row = {**head, "batch": b}
                 try:
                     runs = load(batch=b) if b != first and backend == "tensorrt" else loaded
-                    batches = list(runner.batch_frames(setup.frames, [setup.model], b))
+                    batches = list(batch_frames(setup.frames, [setup.model], b))
                     row.update(stages.inference(setup, runs, batches))
                 except Unavailable as why:
                     row["unavailable"] = str(why)
@@ -339,7 +343,7 @@ def inference(setup, s: Subject, args, plan: Plan, result: dict, progress, openc
                 ran.append((backend, precision, file, b))
                 if str(b) not in result["postprocess"]:
                     progress.step(f"{s.name}: postprocess batch {b}")
-                    with runner.opencv_threads(opencv):
+                    with opencv_threads(opencv):
                         result["postprocess"][str(b)], done = stages.postprocess(
                             setup, batches, stages.outputs(setup, runs, batches))
                     finished = finished or done
@@ -351,7 +355,7 @@ def inference(setup, s: Subject, args, plan: Plan, result: dict, progress, openc
         raise UsageError(f"no backend of --backends {args.backends} can run {s.name} here ({reasons})")
     progress.drop(len(plan.batches) - len(result["postprocess"]))
     progress.step(f"{s.name}: sinks")
-    with runner.opencv_threads(opencv):
+    with opencv_threads(opencv):
         result["sinks"] = stages.sinks(setup, finished)
     return ran
 

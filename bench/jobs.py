@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench.measure import machine
-from edge import runner
+from edge.api import run
 from edge.machine import usable_cores
 
 
@@ -40,7 +40,7 @@ def measure(video: str, models: list[str], tasks: list[str], *, copies: int, job
     shutil.rmtree(out, ignore_errors=True)
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.perf_counter()
-    summaries = runner.run([str(inputs)], models=models, tasks_=tasks, out=str(out), end_s=seconds,
+    summaries = run([str(inputs)], models=models, tasks_=tasks, out=str(out), end_s=seconds,
                            jobs=1 if ray else jobs, ray=ray)
     wall = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_SELF)

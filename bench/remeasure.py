@@ -7,7 +7,7 @@ again (each with its own rounds), at most EXTRA_ROUNDS times; a headline still a
 says so (analysis.unreliable).
 """
 
-from edge import runner
+from edge.run.stages import batch_frames
 from edge.model import Contract
 
 from . import analysis, stages
@@ -26,7 +26,7 @@ def settled_headline(setup: stages.Setup, contract: Contract, result: dict, befo
         config = {"backend": h["backend"], "precision": h["precision"], "batch": h["batch"]}
         file = stages.model_file(result["path"], h["backend"])
         loaded = stages.load_backend(file, device=device, threads=threads, contract=contract, **config)
-        batches = list(runner.batch_frames(setup.frames, [setup.model], h["batch"]))
+        batches = list(batch_frames(setup.frames, [setup.model], h["batch"]))
         replace_row(result["inference"], {"stage": "inference alone", **config,
                                           **stages.inference(setup, loaded, batches)})
         loaded = None  # let go of it, so that emptying the GPU cache frees its memory for the pipeline

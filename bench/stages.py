@@ -1,8 +1,8 @@
 """Each stage of `edge-run` alone, then the whole pipeline, on the same first N frames.
 
-Stages alone run edge's own code (media.read_frames, runner.batch_frames / postprocess /
+Stages alone run edge's own code (media.read_frames, stages.batch_frames / postprocess /
 write_sinks, the task's sinks, the backends) one after another on data made ready beforehand,
-so each figure is that stage's cost and nothing else's. The pipeline figure is `runner.run`
+so each figure is that stage's cost and nothing else's. The pipeline figure is `api.run`
 over the same frames, every stage in its own thread, model loading not counted.
 """
 
@@ -15,7 +15,14 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge import backends, media, runner, tasks
+from edge import backends, media, tasks
+from edge import api
+from edge.resume import Checkpoints
+from edge.run.models import Model
+from edge.run.options import Settings
+from edge.run import stages as run_stages
+from edge.run.stages import Batch, Outputs, Tally, batch_frames, write_sinks
+from edge.sinks import Staging
 from edge.errors import EdgeError, last_line, user_line
 from edge.model import Contract, parse
 
@@ -41,7 +48,7 @@ class Setup:
     video: str
     info: media.VideoInfo
     frames: list  # the first N frames, decoded once, every one selected
-    model: runner.Model  # the contract's side of the model: preprocessing, postprocessing, sinks
+    model: Model  # the contract's side of the model: preprocessing, postprocessing, sinks
     options: tasks.Options
     repeats: int
     warmup: int
@@ -96,7 +103,7 @@ def preprocess(setup: Setup, batch: int) -> tuple[dict, list]:
     made = []
 
     def work():
-        batches, seconds = each_timed(runner.batch_frames(setup.frames, [setup.model], batch))
+        batches, seconds = each_timed(batch_frames(setup.frames, [setup.model], batch))
         made[:] = batches
         return seconds
 
@@ -182,10 +189,10 @@ def postprocess(setup: Setup, batches: list, outputs: list) -> tuple[dict, list]
 
     def fresh():  # postprocess consumes each batch's output, so every repeat gets new ones
         for b, out in zip(batches, outputs):
-            yield runner.Batch(b.frames, inputs=dict(b.inputs), windows=b.windows, outputs={name: out})
+            yield Batch(b.frames, inputs=dict(b.inputs), windows=b.windows, outputs={name: out})
 
     def work():
-        done[:], seconds = each_timed(runner.postprocess(fresh(), [setup.model], setup.options))
+        done[:], seconds = each_timed(run_stages.postprocess(fresh(), [setup.model], setup.options))
         return seconds
 
     return setup.measure(work), done
@@ -214,9 +221,9 @@ def sinks(setup: Setup, finished: list) -> dict[str, dict]:
 
     def together():  # with the checkpoints a run takes
         folder = setup.scratch()
-        settings = runner.Settings(batch=len(finished[0].frames), end_s=setup.end_s, options=setup.options)
-        outputs = runner.Outputs(setup.info, settings, start_s, runner.Checkpoints(folder, {}, {name: contract.task}))
-        list(runner.write_sinks(iter(finished), [setup.model], {name: runner.Staging(folder / name)}, runner.Tally(),
+        settings = Settings(batch=len(finished[0].frames), end_s=setup.end_s, options=setup.options)
+        outputs = Outputs(setup.info, settings, start_s, Checkpoints(folder, {}, {name: contract.task}))
+        list(write_sinks(iter(finished), [setup.model], {name: Staging(folder / name)}, Tally(),
                                 outputs))
 
     result["all sinks"] = setup.measure(together, what="all sinks")
@@ -237,13 +244,13 @@ def pipeline_row(setup: Setup, file: str, *, backend: str, device: str | None, p
 
 def pipeline(setup: Setup, model_path: str, *, backend: str, device: str | None, precision: str, batch: int,
              threads: int | None) -> dict:
-    """`runner.run` over the N frames, as `edge-run --end` would; the run's own clock, which
+    """`api.run` over the N frames, as `edge-run --end` would; the run's own clock, which
     starts after the model is loaded."""
     runs = []
 
     def work():
         out = setup.scratch()
-        (summary,) = runner.run([setup.video], models=[model_path], out=str(out), batch=batch,
+        (summary,) = api.run([setup.video], models=[model_path], out=str(out), batch=batch,
                                 end_s=setup.end_s, backend=backend, device=device, precision=precision,
                                 threads=threads, options=setup.options)
         shutil.rmtree(out)

@@ -1,4 +1,4 @@
-"""`edge-run`: argparse in, one `runner.run(...)` call, exit codes from the error family."""
+"""`edge-run`: argparse in, one `api.run(...)` call, exit codes from the error family."""
 
 import argparse
 import json
@@ -11,7 +11,8 @@ from . import __version__, tasks
 from .errors import EdgeError, user_line
 from .model import TASKS
 from .device import FRAMES_ON
-from .runner import CHECKPOINT_S, UPLOADS, run
+from .api import run
+from .run.options import CHECKPOINT_S, UPLOADS
 
 
 OPTION_DEFAULTS = tasks.Options()

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import cluster, cluster_worker
+from edge.cluster import driver as cluster
+from edge.cluster import worker as cluster_worker
 from edge.cli import main
 from edge.errors import ClusterError, ModelError, StageError, UsageError
 from tests.makers_clips import make_clip, ramp
@@ -108,7 +109,7 @@ def test_without_ray_installed_the_user_is_told_what_to_install(tmp_path, models
 
 
 class FakeJobs:
-    """What Worker._run calls of runner.Jobs, with a prepare that refuses to resume: because of
+    """What Worker._run calls of run.jobs.Jobs, with a prepare that refuses to resume: because of
     x264's threads (`threads_only`, as on a node of other cores), or another option."""
 
     def __init__(self, threads_only: bool):
@@ -116,7 +117,7 @@ class FakeJobs:
         self.prepared, self.notices = [], []
 
     def plan(self, job, *, folder, force, retry_failed):
-        from edge.runner import Plan
+        from edge.run.jobs import Plan
 
         return Plan(job, folder)
 
@@ -259,13 +260,13 @@ def test_a_killed_worker_has_its_input_carried_on_by_another(tmp_path, models, r
 
 
 def test_progress_reaches_the_drivers_callback_and_resources_are_asked_for(tmp_path, models, ray_cluster):
-    from edge import runner
+    from edge import api
 
     inputs = tmp_path / "in"
     clip(inputs / "a.mp4", 30)
     (inputs / "b.mp4").write_bytes((inputs / "a.mp4").read_bytes())
     seen = []
-    summaries = runner.run([str(inputs)], models=[models.planet()], out=str(tmp_path / "out"), ray=ray_cluster.address,
+    summaries = api.run([str(inputs)], models=[models.planet()], out=str(tmp_path / "out"), ray=ray_cluster.address,
                            ray_cpus=1, progress=lambda key, written, expected: seen.append((Path(key).name, written,
                                                                                            expected)))
     assert [s["status"] for s in summaries] == ["done", "done"]

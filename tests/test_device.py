@@ -159,7 +159,7 @@ def test_host_and_finite_rows_take_arrays_and_tensors():
 
 
 def test_the_runtime_imports_without_torch():
-    code = "import sys, edge.runner, edge.device, edge.tasks.camvid; sys.exit('torch' in sys.modules)"
+    code = "import sys, edge.api, edge.device, edge.tasks.camvid; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
 
 
@@ -208,7 +208,7 @@ def test_run_json_says_where_frames_met_the_models(tmp_path):
     clip = tmp_path / "c.mp4"
     make_clip(clip, [solid(48, 64, (10 * i, 0, 0)) for i in range(6)], fps=25)
     onnx_path, program = twins(tmp_path, "planet")
-    from edge.runner import run
+    from edge.api import run
 
     (on_host,) = run([str(clip)], models=[onnx_path], out=str(tmp_path / "a"))
     (on_device,) = run([str(clip)], models=[program], out=str(tmp_path / "b"), frames_on="device")
@@ -238,7 +238,7 @@ def test_the_shipped_torch_programs_are_their_onnx_twins(task):
     from edge.backends.ort import OrtBackend
     from edge.backends.torch_backend import TorchBackend
     from edge.model import parse
-    from edge.runner import default_model
+    from edge.run.models import default_model
 
     onnx_path = default_model(task)
     onnx, program = OrtBackend(onnx_path), TorchBackend(onnx_path.removesuffix(".onnx") + ".pt2")
@@ -253,7 +253,7 @@ def test_the_shipped_torch_programs_are_their_onnx_twins(task):
 
 
 def test_what_the_decoder_gives_follows_where_frames_go():
-    from edge.runner import pixels_for
+    from edge.run.stages import pixels_for
 
     assert (pixels_for(["camvid"]), pixels_for(["planet"]), pixels_for(["biwi", "planet"])) == ("all", "planes", "all")
     assert pixels_for(["camvid", "planet"], on_device=True, upload="planes") == "all_planes"

@@ -100,18 +100,18 @@ def test_a_lone_input_that_failed_before_is_run_again(tmp_path, models, capsys):
 
 
 def test_an_interrupted_input_is_recorded_and_the_rest_stay_pending(tmp_path, models, monkeypatch):
-    from edge import runner
+    from edge.run import jobs as run_jobs
 
     for name in ("a", "b", "c"):
         clip(tmp_path / "in" / f"{name}.mp4")
-    real = runner.run_one
+    real = run_jobs.run_one
 
     def run_one(info, *args, **kwargs):
         if info.path.endswith("b.mp4"):
             raise KeyboardInterrupt
         return real(info, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_one", run_one)
+    monkeypatch.setattr(run_jobs, "run_one", run_one)
     assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 130
     states = {os.path.basename(k): j["state"] for k, j in jobs_of(tmp_path / "out")["jobs"].items()}
     assert states == {"a.mp4": "done", "b.mp4": "interrupted", "c.mp4": "pending"}
@@ -186,12 +186,12 @@ def test_links_back_up_and_the_output_folder_are_not_inputs(tmp_path, models, ca
 
 
 def test_an_unexpected_error_in_one_input_stops_only_that_input(tmp_path, models, monkeypatch, capsys):
-    from edge import runner
+    from edge.run import jobs as run_jobs
 
     for name in "ab":
         clip(tmp_path / "in" / f"{name}.mp4")
-    real = runner.run_one
-    monkeypatch.setattr(runner, "run_one", lambda info, *a, **k: (1 / 0) if info.path.endswith("a.mp4")
+    real = run_jobs.run_one
+    monkeypatch.setattr(run_jobs, "run_one", lambda info, *a, **k: (1 / 0) if info.path.endswith("a.mp4")
                         else real(info, *a, **k))
     assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 7
     jobs = jobs_of(tmp_path / "out")["jobs"]

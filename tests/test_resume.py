@@ -19,9 +19,9 @@ import pytest
 
 from edge import resume as resume_module
 from edge.cli import main
-from edge import runner
+from edge.run.signals import signals_deferred
 from edge.errors import Interrupted, StageError, UsageError
-from edge.runner import run
+from edge.api import run
 from edge.tasks.biwi import OneEuro
 from edge.timeline import TimelineBuilder
 from edge.writer import VideoWriter
@@ -324,7 +324,7 @@ def test_other_models_over_the_same_input_leave_the_state_alone(tmp_path, models
 
 def test_a_signal_while_outputs_move_into_place_waits_for_them():
     with pytest.raises(Interrupted) as caught:
-        with runner.signals_deferred():
+        with signals_deferred():
             os.kill(os.getpid(), signal.SIGTERM)
             done = True  # reached: the signal did not cut the block short
     assert done and caught.value.exit_code == 143

@@ -214,11 +214,11 @@ def test_a_model_given_twice_is_a_usage_error(tmp_path, models, capsys):
 
 
 def test_opencv_threads_are_off_during_a_cpu_run_and_restored_after(tmp_path, models, monkeypatch):
-    from edge import runner
+    from edge.run import one
 
     seen = []
-    real = runner.Pipeline.start
-    monkeypatch.setattr(runner.Pipeline, "start", lambda self: (seen.append(cv2.getNumThreads()), real(self)))
+    real = one.Pipeline.start
+    monkeypatch.setattr(one.Pipeline, "start", lambda self: (seen.append(cv2.getNumThreads()), real(self)))
     before = cv2.getNumThreads()
     clip = tmp_path / "c.mp4"
     make_clip(clip, [square(H, W, 10, 10)] * 3, fps=3)

@@ -18,7 +18,7 @@ from edge.backends.tensorrt import TensorrtBackend
 from edge.engine_cache import cache_key, check_engine, get_or_build, profile_for, read_sidecar, sidecar, write_engine
 from edge.errors import ModelError, OutputError, UsageError
 from edge.model import parse
-from edge.runner import check_io
+from edge.run.models import check_io
 from tests import fake_tensorrt, makers_models
 
 SETUP = {"trt_version": "10.3.0", "gpu_name": "NVIDIA GeForce RTX 3060", "compute_capability": "8.6"}

@@ -3,7 +3,7 @@
 This process, the driver, expands the inputs, gives each its output folder and alone writes
 OUT/jobs.json, the one record of what is done. The workers are Ray actors, one per node (one per
 GPU, which it requests, when the models run on cuda), each loading the models once and running
-up to `--jobs` inputs side by side exactly as a local run does (cluster_worker.py); an input's
+up to `--jobs` inputs side by side exactly as a local run does (worker.py); an input's
 run streams back the changes to its record, its progress and its notices. When a worker dies,
 its inputs go back in the queue, to carry on from their last checkpoint on the next free worker
 (at most MAX_ATTEMPTS times each), and a replacement starts on its node or, the node gone, on
@@ -25,15 +25,18 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import errors
-from .errors import ClusterError, EdgeError, Interrupted, UsageError
-from .inputs import Job as InputJob
-from .inputs import expand as expand_inputs
-from .manifest import Manifest
-from .pipeline import POLL_S
-from .cluster_worker import FINAL, Worker, rebuilt, remote_error
-from .runner import (MODEL_DIR_ENV, Setup, failed_summary, now_iso, output_folders, signals_deferred, signals_raise,
-                     skipped_notice)
+from .. import errors
+from ..errors import ClusterError, EdgeError, Interrupted, UsageError
+from ..inputs import Job as InputJob
+from ..inputs import expand as expand_inputs
+from ..manifest import Manifest
+from ..pipeline import POLL_S
+from .worker import FINAL, Worker, rebuilt, remote_error
+
+from ..run.jobs import Setup, failed_summary, output_folders, skipped_notice
+from ..run.models import MODEL_DIR_ENV
+from ..run.one import now_iso
+from ..run.signals import signals_deferred, signals_raise
 
 MAX_ATTEMPTS = 3  # an input that has killed its worker this often is failed rather than tried on another
 START_S = 120.0  # for a worker to be placed, import edge and load the models

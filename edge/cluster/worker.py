@@ -10,10 +10,10 @@ import threading
 import time
 from pathlib import Path
 
-from . import errors
-from .errors import EdgeError, Interrupted, UsageError, user_line
-from .inputs import Job as InputJob
-from .runner import Setup, replacing_notice
+from .. import errors
+from ..errors import EdgeError, Interrupted, UsageError, user_line
+from ..inputs import Job as InputJob
+from ..run.jobs import Setup, replacing_notice
 
 PROGRESS_S = 0.5  # between two progress events of one input
 

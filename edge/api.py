@@ -1,0 +1,104 @@
+"""`run()`: one call that streams videos through models into output folders, on this machine
+or over a Ray cluster. edge-run (cli.py) is this call with argparse in front.
+
+decode → batch (preprocess the selected frames) → infer → postprocess → sinks, each stage a
+thread (see pipeline.py). Several models share one decode; each gets its own output folder.
+"""
+
+import os
+from pathlib import Path
+
+from . import media, tasks
+from .machine import usable_cores
+from .errors import UsageError
+from .inputs import check_some_exist
+from .inputs import expand as expand_inputs
+from .manifest import Manifest
+from .run.jobs import Setup, output_folders, replacing_notice, skipped_notice
+from .run.options import CHECKPOINT_S, UPLOADS, check_options
+from .run.signals import signals_raise
+
+
+def run(
+    inputs: list[str],
+    *,
+    models: list[str] = (),
+    tasks_: list[str] = (),
+    out: str = "edge-out",
+    batch: int | None = None,
+    decoder: str = "pyav",
+    stream: int = 0,
+    stride: int = 1,
+    sample_fps: float | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    backend: str = "auto",
+    device: str | None = None,
+    threads: int | None = None,
+    precision: str | None = None,
+    options: tasks.Options = tasks.Options(),
+    resume: bool = False,
+    force: bool = False,
+    retry_failed: bool = False,
+    checkpoint_s: float = CHECKPOINT_S,
+    upload: str = "auto",
+    frames_on: str = "auto",
+    jobs: int = 1,
+    ray: str | None = None,
+    ray_cpus: int | None = None,
+    progress=None,
+    notice=lambda message: None,
+) -> list[dict]:
+    """Run every model over every input (see inputs.py for what an input can be); returns one
+    summary dict per input (as in its run.json), and keeps OUT/jobs.json (manifest.py).
+
+    An input already done by the same command is skipped (`force` runs it again), as is one that
+    failed (`retry_failed` runs it again); with `resume`, one whose run was interrupted carries on
+    from its last checkpoint, taken every `checkpoint_s` seconds of video. With several inputs,
+    one that fails is recorded and the others go on; a lone input's error is raised. `jobs`
+    inputs run side by side; `ray` (auto, or a cluster's address) spreads them over a Ray
+    cluster's nodes instead (cluster/driver.py), each worker reserving `ray_cpus` CPUs, or its node's.
+    `progress(input, frames written, frames expected)` is called as each input goes."""
+    media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
+                             stream=stream)
+    check_options(batch=batch, options=options, checkpoint_s=checkpoint_s)
+    media.check_choice("upload", upload, UPLOADS)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
+    if ray_cpus is not None and ray is None:
+        raise UsageError("--ray-cpus goes with --ray: it is the CPUs each Ray worker reserves")
+    if ray_cpus is not None and (not isinstance(ray_cpus, int) or ray_cpus < 1):
+        raise UsageError(f"--ray-cpus must be 1 or more, got {ray_cpus!r}")
+    check_some_exist(inputs)
+    setup = Setup(models=tuple(models), tasks_=tuple(tasks_), batch=batch, decoder=decoder, stream=stream,
+                  stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s, backend=backend, device=device,
+                  threads=threads, precision=precision, options=options, checkpoint_s=checkpoint_s, upload=upload,
+                  frames_on=frames_on)
+    if ray is not None:
+        from .cluster.driver import run_on_ray
+
+        return run_on_ray(ray, inputs, setup, out=out, jobs=jobs, cpus=ray_cpus, force=force,
+                          retry_failed=retry_failed, resume=resume, progress=progress, notice=notice)
+    out = os.path.abspath(out)  # jobs.json records output folders that a run from another folder finds too
+    with signals_raise():
+        batch_run = setup.jobs(Manifest(Path(out)), progress=progress, notice=notice)
+        inputs_jobs = expand_inputs(inputs, outputs=out)
+        if not inputs_jobs:
+            raise UsageError("the inputs name no video or image; check the paths and @LIST files")
+        batch_run.lone = len(inputs_jobs) == 1
+        # every input checked, and every resume, before any work
+        folders = output_folders(batch_run.manifest, Path(out), inputs_jobs)
+        plans = [batch_run.plan(job, folder=folders[job.key], force=force, retry_failed=retry_failed or resume)
+                 for job in inputs_jobs]
+        if not batch_run.lone:
+            skipped_notice([plan.known for plan in plans if plan.known is not None], len(plans), notice)
+        runnable = [plan for plan in plans if plan.known is None]
+        replacing_notice(plans, notice)
+        jobs = max(1, min(jobs, len(runnable)))
+        # jobs side by side divide the cores between their decoders and encoders
+        batch_run.threads = None if jobs == 1 else max(1, usable_cores() // jobs)
+        for plan in runnable:
+            batch_run.prepare(plan, resume=resume)
+        batch_run.register(runnable)
+        with batch_run.opencv_threads():
+            return batch_run.execute_all(plans, jobs)

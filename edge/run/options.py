@@ -1,0 +1,55 @@
+"""What shapes a run's outputs besides its inputs and models (Settings), and the checks on it."""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from .. import tasks, writer
+from ..errors import UsageError
+
+
+# How much video an interrupted run may have to do again; each checkpoint also starts the
+# overlay's encoder afresh on a keyframe, as x264 does every 250 frames anyway.
+CHECKPOINT_S = 10.0
+
+
+UPLOADS = ("auto", "planes", "rgb")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything besides the inputs and models that shapes a run's outputs."""
+
+    batch: int
+    decoder: str = "pyav"
+    stride: int = 1
+    sample_fps: float | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    precision: str | None = None
+    checkpoint_s: float = CHECKPOINT_S
+    upload: str | None = None  # how frames go to a device: I420 planes or RGB; None: they stay on the host
+    frames_on: str = "auto"  # where frames meet the models (device.for_models)
+    options: tasks.Options = tasks.Options()
+
+    def record(self) -> dict:
+        return {"decoder": self.decoder, "batch": self.batch, "stride": self.stride, "sample_fps": self.sample_fps,
+                "start_s": self.start_s, "end_s": self.end_s, **dataclasses.asdict(self.options),
+                "precision": self.precision, "checkpoint_s": self.checkpoint_s, "upload": self.upload,
+                "frames_on": self.frames_on}
+
+
+def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S) -> None:
+    if batch is not None and batch < 1:
+        raise UsageError(f"--batch must be 1 or more, got {batch}")
+    if not 0 <= options.alpha <= 1:
+        raise UsageError(f"--alpha must be between 0 and 1, got {options.alpha}")
+    if options.threshold is not None and not 0 <= options.threshold <= 1:
+        raise UsageError(f"--threshold must be between 0 and 1, got {options.threshold}")
+    if options.preset not in writer.X264_PRESETS:
+        raise UsageError(f"--preset {options.preset!r} is not an x264 preset; "
+                         f"allowed: {', '.join(writer.X264_PRESETS)}")
+    if options.min_duration_s < 0:
+        raise UsageError(f"--min-duration must be 0 or more seconds, got {options.min_duration_s}")
+    if not 0 < checkpoint_s < math.inf:
+        raise UsageError(f"--checkpoint-every must be a positive number of seconds, got {checkpoint_s}")
