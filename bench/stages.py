@@ -149,7 +149,7 @@ def inference(setup: Setup, loaded, batches: list) -> dict:
     """The backend alone on the preprocessed batches, with GPU use on CUDA; there, as the
     pipeline runs it, on batches already on the GPU, without copies either way."""
     inputs = [b.inputs[setup.model.preprocess_key] for b in batches]
-    if getattr(loaded, "tensor_device", None) == "cuda":
+    if loaded.tensor_device == "cuda":
         import torch
 
         inputs = [torch.from_numpy(x).cuda() for x in inputs]

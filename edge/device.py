@@ -43,7 +43,7 @@ def for_models(backends, frames_on: str = "auto") -> "DevicePath | None":
     cores: 63 frames/s on the host path, 34 on the device path). None means the host."""
     if frames_on not in FRAMES_ON:
         raise UsageError(f"--frames-on {frames_on!r}; allowed: {', '.join(FRAMES_ON)}")
-    devices = {getattr(backend, "tensor_device", None) for backend in backends}
+    devices = {backend.tensor_device for backend in backends}
     shared = devices.pop() if len(devices) == 1 else None
     if frames_on == "device":
         if shared is None:

@@ -142,7 +142,7 @@ def test_the_device_path_is_taken_only_where_every_model_takes_tensors_on_one_de
     assert for_models([Backend("cpu"), Backend("cpu")], "device").device.type == "cpu"
     assert for_models([Backend("cpu"), Backend("cpu")]) is None  # auto: on the CPU the host path is faster
     assert for_models([Backend("cuda")], "host") is None
-    for backends in ([Backend("cpu"), Backend(None)], [Backend("cpu"), Backend("cuda")], [object()]):
+    for backends in ([Backend("cpu"), Backend(None)], [Backend("cpu"), Backend("cuda")], [Backend(None)]):
         assert for_models(backends) is None
         with pytest.raises(UsageError, match="do not all take tensors on one device"):
             for_models(backends, "device")

@@ -20,14 +20,24 @@ BY_EXTENSION = {".pt2": "torch", ".engine": "tensorrt"}
 
 
 class Backend(Protocol):
+    """What every backend gives; edge/run/ and bench/ use nothing else of them."""
+
     name: str  # e.g. "onnxruntime"
     path: str  # the model file it runs
     device: str  # what actually runs it, e.g. "cpu" or "cuda (CUDAExecutionProvider)"
     metadata: dict[str, str]  # the model's contract keys
     default_batch: int
+    input_type: str  # the graph's input as onnxruntime spells types, e.g. "tensor(uint8)" (see onnx_type)
+    input_shape: list  # the graph's input shape; a dimension not fixed is a name or None
+    # the torch device run_tensor takes and gives tensors on ("cpu", "cuda"), or None where it
+    # takes arrays only (onnxruntime without torch, or on a GPU that torch cannot reach)
+    tensor_device: str | None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch through the model; returns its first output."""
+
+    def run_tensor(self, batch):
+        """Run one batch of torch tensors on `tensor_device`; returns its first output there."""
 
 
 def onnx_type(dtype_name: str) -> str:

@@ -92,12 +92,12 @@ def output_names(model_paths: list[str]) -> list[str]:
     return [stem if counts[stem] == 1 else f"{stem}-{short_hash(path)}" for stem, path in zip(stems, model_paths)]
 
 
-def check_io(path: str, backend, contract: Contract) -> None:
+def check_io(path: str, backend: backends.Backend, contract: Contract) -> None:
     """The graph's declared input must be what the contract promises to feed it."""
     dtype = "tensor(uint8)" if contract.input_format == "uint8_nhwc" else "tensor(float)"
-    if getattr(backend, "input_type", dtype) != dtype:
+    if backend.input_type != dtype:
         raise ModelError(f"{path}: the graph takes {backend.input_type} but the contract says {contract.input_format}")
-    declared = getattr(backend, "input_shape", None)
+    declared = backend.input_shape
     if not declared or len(declared) != 4:
         return
     h, w = contract.input_size
