@@ -86,106 +86,26 @@ def finished(folder: Path, models: list[Model], *, resume_key: str) -> dict | No
 def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints, settings: Settings, *,
             device_path: DevicePath | None, encoder: str, progress, threads: int | None = None,
             cancel: threading.Event | None = None) -> dict:
+    """One input through the stages into its output folders; its summary, as in its run.json."""
     started_at = datetime.datetime.now(datetime.timezone.utc)
-    wall, cpu = time.perf_counter(), time.process_time()
-    stats = media.DecodeStats()
+    clock = (time.perf_counter(), time.process_time())
+    s = dataclasses.replace(settings, options=dataclasses.replace(settings.options, encoder=encoder))
     resumed = checkpoints.resumed
     tally = Tally(**resumed.position) if resumed else Tally()
-    written_before, processed_before = tally.written, tally.processed  # a resumed run's own figures count after
+    before = Tally(written=tally.written, processed=tally.processed)  # a resumed run's own figures count after
     stagings: dict[str, Staging] = {}
-    folder = checkpoints.folder
-    s = dataclasses.replace(settings, options=dataclasses.replace(settings.options, encoder=encoder))
-    resume_after = tally.last_index  # read before the sinks thread moves it
     try:
         for m in models:
             reuse = resumed.models[m.folder_name]["staging"] if resumed else None
-            stagings[m.folder_name] = Staging(folder / m.folder_name, reuse=reuse)
-        # output videos start at 0 even when the input starts later (MPEG-TS) or --start is given
-        start_s = max(s.start_s or 0.0, info.start_s)
-        stages = [
-            Stage("decode", lambda: media.read_frames(
-                info.path, decoder=s.decoder, start_s=s.start_s, end_s=s.end_s, stride=s.stride,
-                sample_fps=s.sample_fps, stats=stats,
-                pixels=pixels_for((m.contract.task for m in models), on_device=device_path is not None,
-                                  upload=s.upload),
-                stream=info.stream, resume_after=resume_after, threads=threads)),
-            Stage("preprocess", lambda frames: batch_frames(frames, models, s.batch, device_path)),
-            Stage("infer", lambda batches: infer(batches, models, device_path)),
-            Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed, device_path)),
-            Stage("sinks", lambda batches: write_sinks(batches, models, stagings, tally, Outputs(
-                info, s, start_s, checkpoints, device_path, threads))),
-        ]
-        pipeline = Pipeline(stages)
-        expected = expected_frames(info, s.start_s, s.end_s)
-        pipeline.start()
-
-        def tick() -> None:
-            if cancel is not None and cancel.is_set():  # the run is stopping: another job was interrupted
-                raise Interrupted(signal.SIGINT)
-            if progress:
-                progress(tally.written, expected)
-
-        pipeline.wait(on_tick=tick)
-        if tally.written == 0:
-            if s.start_s is not None or s.end_s is not None:
-                raise InputError(f"{info.path}: no frames to process between --start and --end; check the times")
-            raise InputError(f"{info.path}: no frame could be decoded; the file is damaged, or try --decoder pyav")
-        elapsed = time.perf_counter() - wall
-        summary = {
-            "status": "done",
-            "input": os.path.abspath(info.path),
-            "video": {"stream": info.stream, "width": info.width, "height": info.height, "fps": info.fps,
-                      "codec": info.codec, "duration_s": info.duration_s, "audio_codec": info.audio_codec,
-                      "rotation": info.rotation},
-            "frames": {"decoded": stats.decoded, "in_range": tally.written, "processed": tally.processed,
-                       "not_selected": tally.written - tally.processed, "corrupt_skipped": stats.corrupt,
-                       "corrupt_times_s": stats.corrupt_times_s, "last_time_s": tally.last_time_s,
-                       "read_error": stats.read_error},
-            "stopped_early": stopped_early(info, tally.last_time_s, s.end_s),
-            # a resumed run's own figures below count only the frames it wrote itself
-            "resumed": {"after_frame": resumed.position["last_index"], "after_s": resumed.position["last_time_s"],
-                        "frames_before": written_before} if resumed else None,
-            "options": s.record(),
-            # where frames met the models: "host" (numpy and OpenCV), or the torch device they went to
-            "frames_on": device_path.device.type if device_path else "host",
-            "encoder": encoder if any(m.contract.task in OVERLAY_TASKS for m in models) else None,
-            "seconds": {"total": round(elapsed, 3), "cpu": round(time.process_time() - cpu, 3),
-                        **{stage.name: round(stage.busy_s, 3) for stage in stages}},
-            # each stage thread's own CPU; the rest of "cpu" ran in native pools (onnxruntime's
-            # workers, the decoder's and x264's threads)
-            "stage_cpu_s": {stage.name: round(stage.cpu_s, 3) for stage in stages},
-            "frames_per_s": round((tally.written - written_before) / elapsed, 2),
-            "processed_per_s": round((tally.processed - processed_before) / elapsed, 2),
-            "tool": TOOL,
-            "resume_key": checkpoints.key,
-            "started_at": started_at.isoformat(timespec="seconds"),
-            "finished_at": now_iso(),
-            "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
-            "models": {m.folder_name: {**model_record(m), **tally.nonfinite_record(m.folder_name)} for m in models},
-        }
-        try:
-            for name, staging in stagings.items():
-                record = {k: v for k, v in summary.items() if k not in ("outputs", "models")}
-                record["model"] = summary["models"][name]
-                record["files"] = sorted(p.name for p in staging.dir.iterdir() if not p.name.startswith(".")) + [
-                    "run.json"]
-                write_json(staging.path("run.json"), record)
-        except OSError as err:
-            raise cannot_write(folder, err) from err
+            stagings[m.folder_name] = Staging(checkpoints.folder / m.folder_name, reuse=reuse)
+        stats = media.DecodeStats()
+        stages = input_stages(info, models, s, checkpoints, stagings, tally, stats, device_path, threads)
+        run_pipeline(stages, info, s, tally, progress, cancel)
+        summary = summary_of(info, models, s, tally, before, stats, stages, checkpoints, device_path, encoder,
+                             started_at, clock, stagings)
+        write_run_records(stagings, summary, checkpoints.folder)
     except BaseException as err:
-        checkpoints.abandon()
-        stopped = err
-        if not checkpoints.serial:
-            for staging in stagings.values():
-                staging.discard()
-        elif isinstance(err, (EdgeError, KeyboardInterrupt)):  # the partial outputs stay, for --resume
-            stopped = err if isinstance(err, EdgeError) else Interrupted(signal.SIGINT)
-            stopped.resume_from_s = checkpoints.reached_s
-        if tally.written or isinstance(err, (Interrupted, KeyboardInterrupt)):
-            record_stop(stagings, info, stopped, tally, started_at, checkpoints)
-        if stopped is not err:
-            raise stopped from None
-        raise
+        stop(err, stagings, info, tally, started_at, checkpoints)
     # Past here the run is done; a stop waits until every output is in place and the resume
     # state gone, so no half-committed folder is ever left to resume.
     with signals_deferred():
@@ -193,9 +113,125 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             for staging in stagings.values():
                 staging.commit()
         except OSError as err:
-            raise cannot_write(folder, err) from err
+            raise cannot_write(checkpoints.folder, err) from err
         checkpoints.drop()
     return summary
+
+
+def input_stages(info: media.VideoInfo, models: list[Model], s: Settings, checkpoints: Checkpoints,
+                 stagings: dict[str, Staging], tally: Tally, stats: media.DecodeStats,
+                 device_path: DevicePath | None, threads: int | None) -> list[Stage]:
+    """decode → preprocess → infer → postprocess → sinks, for this input and these models."""
+    resumed = checkpoints.resumed
+    resume_after = tally.last_index  # read before the sinks thread moves it
+    # output videos start at 0 even when the input starts later (MPEG-TS) or --start is given
+    start_s = max(s.start_s or 0.0, info.start_s)
+    pixels = pixels_for((m.contract.task for m in models), on_device=device_path is not None, upload=s.upload)
+    outputs = Outputs(info, s, start_s, checkpoints, device_path, threads)
+    return [
+        Stage("decode", lambda: media.read_frames(
+            info.path, decoder=s.decoder, start_s=s.start_s, end_s=s.end_s, stride=s.stride,
+            sample_fps=s.sample_fps, stats=stats, pixels=pixels, stream=info.stream, resume_after=resume_after,
+            threads=threads)),
+        Stage("preprocess", lambda frames: batch_frames(frames, models, s.batch, device_path)),
+        Stage("infer", lambda batches: infer(batches, models, device_path)),
+        Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed, device_path)),
+        Stage("sinks", lambda batches: write_sinks(batches, models, stagings, tally, outputs)),
+    ]
+
+
+def run_pipeline(stages: list[Stage], info: media.VideoInfo, s: Settings, tally: Tally, progress,
+                 cancel: threading.Event | None) -> None:
+    """The stages run to the end, reporting progress; InputError when no frame came through."""
+    pipeline = Pipeline(stages)
+    expected = expected_frames(info, s.start_s, s.end_s)
+    pipeline.start()
+
+    def tick() -> None:
+        if cancel is not None and cancel.is_set():  # the run is stopping: another job was interrupted
+            raise Interrupted(signal.SIGINT)
+        if progress:
+            progress(tally.written, expected)
+
+    pipeline.wait(on_tick=tick)
+    if tally.written == 0:
+        if s.start_s is not None or s.end_s is not None:
+            raise InputError(f"{info.path}: no frames to process between --start and --end; check the times")
+        raise InputError(f"{info.path}: no frame could be decoded; the file is damaged, or try --decoder pyav")
+
+
+def summary_of(info: media.VideoInfo, models: list[Model], s: Settings, tally: Tally, before: Tally,
+               stats: media.DecodeStats, stages: list[Stage], checkpoints: Checkpoints,
+               device_path: DevicePath | None, encoder: str, started_at: datetime.datetime,
+               clock: tuple[float, float], stagings: dict[str, Staging]) -> dict:
+    """A finished input's summary: what run.json keeps and edge-run reports."""
+    resumed = checkpoints.resumed
+    elapsed = time.perf_counter() - clock[0]
+    return {
+        "status": "done",
+        "input": os.path.abspath(info.path),
+        "video": {"stream": info.stream, "width": info.width, "height": info.height, "fps": info.fps,
+                  "codec": info.codec, "duration_s": info.duration_s, "audio_codec": info.audio_codec,
+                  "rotation": info.rotation},
+        "frames": {"decoded": stats.decoded, "in_range": tally.written, "processed": tally.processed,
+                   "not_selected": tally.written - tally.processed, "corrupt_skipped": stats.corrupt,
+                   "corrupt_times_s": stats.corrupt_times_s, "last_time_s": tally.last_time_s,
+                   "read_error": stats.read_error},
+        "stopped_early": stopped_early(info, tally.last_time_s, s.end_s),
+        # a resumed run's own figures below count only the frames it wrote itself
+        "resumed": {"after_frame": resumed.position["last_index"], "after_s": resumed.position["last_time_s"],
+                    "frames_before": before.written} if resumed else None,
+        "options": s.record(),
+        # where frames met the models: "host" (numpy and OpenCV), or the torch device they went to
+        "frames_on": device_path.device.type if device_path else "host",
+        "encoder": encoder if any(m.contract.task in OVERLAY_TASKS for m in models) else None,
+        "seconds": {"total": round(elapsed, 3), "cpu": round(time.process_time() - clock[1], 3),
+                    **{stage.name: round(stage.busy_s, 3) for stage in stages}},
+        # each stage thread's own CPU; the rest of "cpu" ran in native pools (onnxruntime's
+        # workers, the decoder's and x264's threads)
+        "stage_cpu_s": {stage.name: round(stage.cpu_s, 3) for stage in stages},
+        "frames_per_s": round((tally.written - before.written) / elapsed, 2),
+        "processed_per_s": round((tally.processed - before.processed) / elapsed, 2),
+        "tool": TOOL,
+        "resume_key": checkpoints.key,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": now_iso(),
+        "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
+        "models": {m.folder_name: {**model_record(m), **tally.nonfinite_record(m.folder_name)} for m in models},
+    }
+
+
+def write_run_records(stagings: dict[str, Staging], summary: dict, folder: Path) -> None:
+    """Each output folder's run.json: the summary, with its own model and the files it holds."""
+    try:
+        for name, staging in stagings.items():
+            record = {k: v for k, v in summary.items() if k not in ("outputs", "models")}
+            record["model"] = summary["models"][name]
+            record["files"] = sorted(p.name for p in staging.dir.iterdir() if not p.name.startswith(".")) + [
+                "run.json"]
+            write_json(staging.path("run.json"), record)
+    except OSError as err:
+        raise cannot_write(folder, err) from err
+
+
+def stop(err: BaseException, stagings: dict[str, Staging], info: media.VideoInfo, tally: Tally,
+         started_at: datetime.datetime, checkpoints: Checkpoints) -> None:
+    """A run that did not finish: its partial outputs kept for --resume where a checkpoint was
+    taken (else discarded), its stop recorded, and the error raised again, as Interrupted for
+    Ctrl-C, with where --resume would carry on from."""
+    checkpoints.abandon()
+    stopped = err
+    if not checkpoints.serial:
+        for staging in stagings.values():
+            staging.discard()
+    elif isinstance(err, (EdgeError, KeyboardInterrupt)):  # the partial outputs stay, for --resume
+        stopped = err if isinstance(err, EdgeError) else Interrupted(signal.SIGINT)
+        stopped.resume_from_s = checkpoints.reached_s
+    if tally.written or isinstance(err, (Interrupted, KeyboardInterrupt)):
+        record_stop(stagings, info, stopped, tally, started_at, checkpoints)
+    if stopped is not err:
+        raise stopped from None
+    raise err
 
 
 def record_stop(stagings: dict, info: media.VideoInfo, err: BaseException, tally: Tally,
