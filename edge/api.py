@@ -5,18 +5,10 @@ decode → batch (preprocess the selected frames) → infer → postprocess → 
 thread (see pipeline.py). Several models share one decode; each gets its own output folder.
 """
 
-import os
-from pathlib import Path
-
 from . import media, tasks
-from .machine import usable_cores
-from .errors import UsageError
 from .inputs import check_some_exist
-from .inputs import expand as expand_inputs
-from .manifest import Manifest
-from .run.jobs import Setup, output_folders, replacing_notice, skipped_notice
-from .run.options import CHECKPOINT_S, UPLOADS, check_options
-from .run.signals import signals_raise
+from .run.jobs import Setup, run_here
+from .run.options import CHECKPOINT_S, check_options
 
 
 def run(
@@ -61,14 +53,8 @@ def run(
     `progress(input, frames written, frames expected)` is called as each input goes."""
     media.check_read_options(decoder=decoder, start_s=start_s, end_s=end_s, stride=stride, sample_fps=sample_fps,
                              stream=stream)
-    check_options(batch=batch, options=options, checkpoint_s=checkpoint_s)
-    media.check_choice("upload", upload, UPLOADS)
-    if not isinstance(jobs, int) or jobs < 1:
-        raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
-    if ray_cpus is not None and ray is None:
-        raise UsageError("--ray-cpus goes with --ray: it is the CPUs each Ray worker reserves")
-    if ray_cpus is not None and (not isinstance(ray_cpus, int) or ray_cpus < 1):
-        raise UsageError(f"--ray-cpus must be 1 or more, got {ray_cpus!r}")
+    check_options(batch=batch, options=options, checkpoint_s=checkpoint_s, upload=upload, jobs=jobs, ray=ray,
+                  ray_cpus=ray_cpus)
     check_some_exist(inputs)
     setup = Setup(models=tuple(models), tasks_=tuple(tasks_), batch=batch, decoder=decoder, stream=stream,
                   stride=stride, sample_fps=sample_fps, start_s=start_s, end_s=end_s, backend=backend, device=device,
@@ -79,26 +65,5 @@ def run(
 
         return run_on_ray(ray, inputs, setup, out=out, jobs=jobs, cpus=ray_cpus, force=force,
                           retry_failed=retry_failed, resume=resume, progress=progress, notice=notice)
-    out = os.path.abspath(out)  # jobs.json records output folders that a run from another folder finds too
-    with signals_raise():
-        batch_run = setup.jobs(Manifest(Path(out)), progress=progress, notice=notice)
-        inputs_jobs = expand_inputs(inputs, outputs=out)
-        if not inputs_jobs:
-            raise UsageError("the inputs name no video or image; check the paths and @LIST files")
-        batch_run.lone = len(inputs_jobs) == 1
-        # every input checked, and every resume, before any work
-        folders = output_folders(batch_run.manifest, Path(out), inputs_jobs)
-        plans = [batch_run.plan(job, folder=folders[job.key], force=force, retry_failed=retry_failed or resume)
-                 for job in inputs_jobs]
-        if not batch_run.lone:
-            skipped_notice([plan.known for plan in plans if plan.known is not None], len(plans), notice)
-        runnable = [plan for plan in plans if plan.known is None]
-        replacing_notice(plans, notice)
-        jobs = max(1, min(jobs, len(runnable)))
-        # jobs side by side divide the cores between their decoders and encoders
-        batch_run.threads = None if jobs == 1 else max(1, usable_cores() // jobs)
-        for plan in runnable:
-            batch_run.prepare(plan, resume=resume)
-        batch_run.register(runnable)
-        with batch_run.opencv_threads():
-            return batch_run.execute_all(plans, jobs)
+    return run_here(setup, inputs, out=out, jobs=jobs, force=force, retry_failed=retry_failed, resume=resume,
+                    progress=progress, notice=notice)

@@ -10,17 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__, backends, media, tasks, writer
-from ..machine import opencv_threads
 from ..device import DevicePath, for_models
-from ..errors import EdgeError, InputError, Interrupted, StageError, user_line
+from ..errors import EdgeError, InputError, Interrupted, StageError, UsageError, user_line
 from ..inputs import Job as InputJob
+from ..inputs import expand as expand_inputs
 from ..inputs import short_hash
+from ..machine import opencv_threads, usable_cores
 from ..manifest import Manifest
 from ..pipeline import POLL_S
 from ..resume import Checkpoints, fingerprint, key_of
 from .models import Model, load_models
 from .one import earlier_differences, finished, now_iso, run_identity, run_one
 from .options import CHECKPOINT_S, Settings
+from .signals import signals_raise
 from .stages import OVERLAY_TASKS, draws_on_host
 
 
@@ -300,3 +302,32 @@ def failed_summary(job: InputJob, record: dict, *, earlier: bool = False) -> dic
     """An input's failure as a summary; `earlier`: recorded by an earlier run, not tried again."""
     return {"status": "failed", "input": job.key, "error": record.get("error"), "exit_code": record.get("exit_code"),
             "earlier": earlier, "outputs": {}}
+
+
+def run_here(setup: Setup, inputs: list[str], *, out: str, jobs: int, force: bool, retry_failed: bool,
+             resume: bool, progress, notice) -> list[dict]:
+    """api.run's work on this machine: every input planned and checked (and every resume)
+    before any work, then `jobs` at a time."""
+    out = os.path.abspath(out)  # jobs.json records output folders that a run from another folder finds too
+    with signals_raise():
+        batch_run = setup.jobs(Manifest(Path(out)), progress=progress, notice=notice)
+        inputs_jobs = expand_inputs(inputs, outputs=out)
+        if not inputs_jobs:
+            raise UsageError("the inputs name no video or image; check the paths and @LIST files")
+        batch_run.lone = len(inputs_jobs) == 1
+        # every input checked, and every resume, before any work
+        folders = output_folders(batch_run.manifest, Path(out), inputs_jobs)
+        plans = [batch_run.plan(job, folder=folders[job.key], force=force, retry_failed=retry_failed or resume)
+                 for job in inputs_jobs]
+        if not batch_run.lone:
+            skipped_notice([plan.known for plan in plans if plan.known is not None], len(plans), notice)
+        runnable = [plan for plan in plans if plan.known is None]
+        replacing_notice(plans, notice)
+        jobs = max(1, min(jobs, len(runnable)))
+        # jobs side by side divide the cores between their decoders and encoders
+        batch_run.threads = None if jobs == 1 else max(1, usable_cores() // jobs)
+        for plan in runnable:
+            batch_run.prepare(plan, resume=resume)
+        batch_run.register(runnable)
+        with batch_run.opencv_threads():
+            return batch_run.execute_all(plans, jobs)

@@ -4,7 +4,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from .. import tasks, writer
+from .. import media, tasks, writer
 from ..errors import UsageError
 
 
@@ -39,7 +39,9 @@ class Settings:
                 "frames_on": self.frames_on}
 
 
-def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S) -> None:
+def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S, upload: str = "auto", jobs: int = 1,
+                  ray: str | None = None, ray_cpus: int | None = None) -> None:
+    """UsageError for the first option out of range, or options that cannot go together."""
     if batch is not None and batch < 1:
         raise UsageError(f"--batch must be 1 or more, got {batch}")
     if not 0 <= options.alpha <= 1:
@@ -53,3 +55,10 @@ def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S) -> None:
         raise UsageError(f"--min-duration must be 0 or more seconds, got {options.min_duration_s}")
     if not 0 < checkpoint_s < math.inf:
         raise UsageError(f"--checkpoint-every must be a positive number of seconds, got {checkpoint_s}")
+    media.check_choice("upload", upload, UPLOADS)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
+    if ray_cpus is not None and ray is None:
+        raise UsageError("--ray-cpus goes with --ray: it is the CPUs each Ray worker reserves")
+    if ray_cpus is not None and (not isinstance(ray_cpus, int) or ray_cpus < 1):
+        raise UsageError(f"--ray-cpus must be 1 or more, got {ray_cpus!r}")
