@@ -6,6 +6,7 @@ thread (see pipeline.py). Several models share one decode; each gets its own out
 """
 
 from . import media, tasks
+from .choices import BackendName, Decoder, Device, FramesOn, Precision, Upload
 from .inputs import check_some_exist
 from .run.jobs import Setup, run_here
 from .run.options import CHECKPOINT_S, check_options
@@ -18,23 +19,23 @@ def run(
     tasks_: list[str] = (),
     out: str = "edge-out",
     batch: int | None = None,
-    decoder: str = "pyav",
+    decoder: Decoder = "pyav",
     stream: int = 0,
     stride: int = 1,
     sample_fps: float | None = None,
     start_s: float | None = None,
     end_s: float | None = None,
-    backend: str = "auto",
-    device: str | None = None,
+    backend: BackendName = "auto",
+    device: Device | None = None,
     threads: int | None = None,
-    precision: str | None = None,
+    precision: Precision | None = None,
     options: tasks.Options = tasks.Options(),
     resume: bool = False,
     force: bool = False,
     retry_failed: bool = False,
     checkpoint_s: float = CHECKPOINT_S,
-    upload: str = "auto",
-    frames_on: str = "auto",
+    upload: Upload = "auto",
+    frames_on: FramesOn = "auto",
     jobs: int = 1,
     ray: str | None = None,
     ray_cpus: int | None = None,

@@ -8,11 +8,11 @@ import traceback
 from pathlib import Path
 
 from . import __version__, tasks
+from .choices import BackendName, Decoder, Device, FramesOn, Precision, Upload, words
 from .errors import EdgeError, user_line
 from .model import TASKS
-from .device import FRAMES_ON
 from .api import run
-from .run.options import CHECKPOINT_S, UPLOADS
+from .run.options import CHECKPOINT_S
 
 
 OPTION_DEFAULTS = tasks.Options()
@@ -36,18 +36,18 @@ def parser() -> argparse.ArgumentParser:
                    help=f"comma-separated tasks ({','.join(TASKS)}): their default models, or a check on --model")
     p.add_argument("--out", default="edge-out", metavar="DIR", help="outputs go to DIR/<video name>/<task>/")
     p.add_argument("--batch", type=int, help="frames per inference batch (default: the backend's)")
-    p.add_argument("--decoder", default="pyav", help="pyav (default) or opencv")
+    p.add_argument("--decoder", default="pyav", choices=words(Decoder), help="pyav (default) or opencv")
     p.add_argument("--stream", type=int, default=0, metavar="N",
                    help="which video stream of a file with several (default 0, the first; pyav only)")
-    p.add_argument("--backend", default="auto",
+    p.add_argument("--backend", default="auto", choices=words(BackendName),
                    help="auto (by file extension: .onnx onnxruntime, .pt2 torch, .engine tensorrt), onnxruntime, "
                         "torch or tensorrt (builds an fp16 engine from an .onnx once, into a cache)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda for --backend tensorrt, else cpu)")
-    p.add_argument("--precision", help="fp16 or fp32 (default: fp16 for tensorrt and torch on cuda, else fp32)")
-    p.add_argument("--frames-on", default="auto", choices=FRAMES_ON,
+    p.add_argument("--device", choices=words(Device), help="cpu or cuda (default: cuda for --backend tensorrt, else cpu)")
+    p.add_argument("--precision", choices=words(Precision), help="fp16 or fp32 (default: fp16 for tensorrt and torch on cuda, else fp32)")
+    p.add_argument("--frames-on", default="auto", choices=words(FramesOn),
                    help="where frames meet the models: host (numpy and OpenCV), device (as torch tensors on the "
                         "models' device), or auto (default: the device for a GPU, else the host)")
-    p.add_argument("--upload", default="auto", choices=UPLOADS,
+    p.add_argument("--upload", default="auto", choices=words(Upload),
                    help="how frames go to the model's device: planes (I420, half the bytes, converted there) or "
                         "rgb (default auto: planes to a GPU, rgb to CPU tensors)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: fit to this machine)")

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 
+from .choices import FramesOn, words
 from .errors import UsageError
 from .geometry import YUV_FLOOR, YUV_OFFSET, YUV_TO_RGB, NO_CLASS, Window, resample_weights
 
@@ -33,7 +34,7 @@ def torch_has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-FRAMES_ON = ("auto", "host", "device")
+FRAMES_ON = words(FramesOn)
 
 
 def for_models(backends, frames_on: str = "auto") -> "DevicePath | None":

@@ -21,11 +21,12 @@ import av
 import cv2
 import numpy as np
 
+from edge.choices import Decoder, Pixels, check_choice, words
 from edge.errors import InputError, UsageError
 from edge.frames import Frame
 
-DECODERS = ("pyav", "opencv")
-PIXELS = ("all", "selected", "planes", "all_planes")
+DECODERS = words(Decoder)
+PIXELS = words(Pixels)
 TEXT_FORMATS = ("tty",)
 TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")
 MAX_CORRUPT_TIMES = 1000
@@ -592,8 +593,3 @@ def _first_frame(container, stream) -> av.VideoFrame | None:
         except av.FFmpegError:
             continue
     return None
-
-
-def check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UsageError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

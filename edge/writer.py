@@ -23,13 +23,14 @@ import numpy as np
 
 from .errors import OutputError, UsageError
 from .files import durable_size, open_resumable
-from .media import DecodeStats, audio_stream, check_choice, open_input, read_packets
+from .choices import Encoder, check_choice, words
+from .media import DecodeStats, audio_stream, open_input, read_packets
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast",
     "medium", "slow", "slower", "veryslow", "placebo",
 )
-ENCODERS = ("libx264", "h264_nvenc")
+ENCODERS = words(Encoder)
 # NVENC's presets, p1 (fastest) to p7 (best), for the x264 preset names edge takes
 NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
                  "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7"}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.api import run
 from edge.cli import main
+from edge.errors import UsageError
 from edge.device import torch_has_cuda
 from tests import makers_models
 from tests.makers_clips import make_clip, make_tone, solid, square
@@ -166,14 +169,10 @@ def test_default_models_come_from_the_model_folder(tmp_path, capsys, clip, monke
     (["--stride", "0"], "stride must be an integer >= 1, got 0"),
     (["--batch", "0"], "--batch must be 1 or more"),
     (["--alpha", "1.5"], "--alpha must be between 0 and 1"),
-    (["--decoder", "ffmpeg"], "decoder must be one of pyav, opencv"),
-    (["--device", "tpu"], "allowed: cpu, cuda"),
     (["--start", "2", "--end", "1"], "end must be after start, got start=2.0 end=1.0"),
     (["--sample-fps", "-1"], "sample_fps must be a positive number"),
     (["--task", "pose"], "unknown task 'pose'"),
     (["--preset", "fastest"], "not an x264 preset; allowed: ultrafast"),
-    (["--backend", "tpu"], "unknown backend 'tpu'; allowed: auto, onnxruntime, torch, tensorrt"),
-    (["--precision", "int8"], "unknown precision 'int8'; allowed: fp32, fp16"),
     (["--precision", "fp16"], "onnxruntime runs the graph as exported (fp32)"),
     (["--precision", "fp16", "--backend", "torch"], "fp16 needs the GPU"),
 ])
@@ -181,6 +180,34 @@ def test_usage_errors_exit_2(tmp_path, capsys, clip, models, args, expected):
     code, _, err = edge_run(tmp_path, capsys, clip, "--model", models.planet(), "--out", tmp_path / "out", *args)
     assert code == 2 and expected in only_line(err)
     assert written(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("flag,value,allowed", [
+    ("--decoder", "ffmpeg", ("pyav", "opencv")),
+    ("--device", "tpu", ("cpu", "cuda")),
+    ("--backend", "tpu", ("auto", "onnxruntime", "torch", "tensorrt")),
+    ("--precision", "int8", ("fp32", "fp16")),
+])
+def test_choices_are_argparses_and_exit_2(tmp_path, capsys, clip, models, flag, value, allowed):
+    with pytest.raises(SystemExit) as stopped:
+        main([str(clip), "--model", models.planet(), "--out", str(tmp_path / "out"), flag, value])
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "invalid choice" in line]
+    assert stopped.value.code == 2 and f"argument {flag}: invalid choice: '{value}'" in line
+    assert all(word in line.split("choose from")[1] for word in allowed)
+    assert written(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"decoder": "ffmpeg"}, "decoder must be one of pyav, opencv"),
+    ({"device": "tpu"}, "allowed: cpu, cuda"),
+    ({"backend": "tpu"}, "unknown backend 'tpu'; allowed: auto, onnxruntime, torch, tensorrt"),
+    ({"precision": "int8"}, "unknown precision 'int8'; allowed: fp32, fp16"),
+    ({"upload": "wire"}, "upload must be one of auto, planes, rgb"),
+    ({"frames_on": "gpu"}, "allowed: auto, host, device"),
+])
+def test_the_apis_choices_are_checked_too(tmp_path, clip, models, kwargs, expected):
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        run([str(clip)], models=[models.planet()], out=str(tmp_path / "out"), **kwargs)
 
 
 def test_no_model_given_is_a_usage_error(tmp_path, capsys, clip):

@@ -11,11 +11,12 @@ from typing import Protocol
 
 import numpy as np
 
+from ..choices import BackendName, Device, Precision, words
 from ..errors import ModelError, UsageError
 
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
-DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "fp16")
+BACKENDS = words(BackendName)
+DEVICES = words(Device)
+PRECISIONS = words(Precision)
 BY_EXTENSION = {".pt2": "torch", ".engine": "tensorrt"}
 
 

@@ -4,7 +4,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from .. import media, tasks, writer
+from .. import tasks, writer
+from ..choices import Upload, check_choice, words
 from ..errors import UsageError
 
 
@@ -13,7 +14,7 @@ from ..errors import UsageError
 CHECKPOINT_S = 10.0
 
 
-UPLOADS = ("auto", "planes", "rgb")
+UPLOADS = words(Upload)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S, upload: str = "a
         raise UsageError(f"--min-duration must be 0 or more seconds, got {options.min_duration_s}")
     if not 0 < checkpoint_s < math.inf:
         raise UsageError(f"--checkpoint-every must be a positive number of seconds, got {checkpoint_s}")
-    media.check_choice("upload", upload, UPLOADS)
+    check_choice("upload", upload, UPLOADS)
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
     if ray_cpus is not None and ray is None:
