@@ -24,7 +24,7 @@ import numpy as np
 from .errors import OutputError, UsageError
 from .files import durable_size, open_resumable
 from .choices import Encoder, check_choice, words
-from .media import DecodeStats, audio_stream, open_input, read_packets
+from .container import DecodeStats, audio_stream, open_input, read_packets
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast",

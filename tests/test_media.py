@@ -421,11 +421,11 @@ def test_write_rejects_a_wrong_image(tmp_path):
 def test_shuffled_frame_times_come_out_in_order_and_strictly_increasing():
     """AVI with packed B-frames (DivX) hands the decoder's display-ordered frames times in the
     order 1, 2, 3, 5, 4, …; each frame must get its own, and duplicates must still increase."""
-    from edge.media import _in_time_order
+    from edge.decode import in_time_order
 
     shuffled = [0.04, 0.08, 0.12, 0.2, 0.16, 0.24, 0.32, 0.28, 0.36, 0.36]
     frames = [object() for _ in shuffled]
-    out = list(_in_time_order(zip(frames, shuffled)))
+    out = list(in_time_order(zip(frames, shuffled)))
     assert [f for f, _ in out] == frames  # display order is kept
     times = [t for _, t in out]
     assert times[:9] == [0.04, 0.08, 0.12, 0.16, 0.2, 0.24, 0.28, 0.32, 0.36]
@@ -435,15 +435,15 @@ def test_shuffled_frame_times_come_out_in_order_and_strictly_increasing():
 def test_a_damaged_colour_tag_falls_back_to_bt601():
     """swscale refuses a colorspace value it does not know (a damaged header); the frame is still
     converted, as BT.601, which is what FFmpeg assumes for untagged video."""
-    from edge.media import _rgb
+    from edge.decode import rgb
 
-    rgb = square(48, 64, 10, 10, rgb=(200, 100, 50))
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    picture = square(48, 64, 10, 10, rgb=(200, 100, 50))
+    frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
     frame.colorspace = 65  # no such matrix
     with pytest.raises(av.FFmpegError):
         frame.to_ndarray(format="rgb24", src_color_range=None)
-    out = _rgb(frame)
-    assert out.shape == rgb.shape and np.abs(out.astype(int) - rgb).mean() < 4
+    out = rgb(frame)
+    assert out.shape == picture.shape and np.abs(out.astype(int) - picture).mean() < 4
 
 
 # --- the encoder ---------------------------------------------------------------------------------

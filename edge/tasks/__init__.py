@@ -19,7 +19,7 @@ import numpy as np
 
 from ..device import host
 
-from ..media import VideoInfo
+from ..container import VideoInfo
 from ..model import Contract
 
 

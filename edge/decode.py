@@ -1,0 +1,258 @@
+"""Decoding a file's frames with PyAV or OpenCV, in time order and upright, with their real times.
+
+FFmpeg's own log lines stay off: PyAV 18 installs a silent log callback by default, and
+`av.logging.set_level(ERROR)` would route every "error while decoding MB" into Python's
+logging, which prints them. Corrupt packets are counted in `DecodeStats` instead.
+"""
+
+import collections
+import contextlib
+import heapq
+import itertools
+import math
+from collections.abc import Iterator
+
+import av
+import cv2
+import numpy as np
+
+from .errors import InputError, UsageError
+from .frames import Frame
+from .container import BT601_SPACES, FULL_RANGE, displayed, open_input, quarter_turns, read_packets, stretch, video_stream
+
+
+REORDER_FRAMES = 4  # how far a file's frame times may be shuffled and still come out right
+
+
+# A frame time this far past the previous one is damage, not a pause in recording (a flipped
+# bit in an MPEG-TS timestamp jumps hours ahead; mp4 cannot even store such a gap at 90 kHz).
+# Backwards, more than the reorder window (or 0.1 s) is one too: shuffled times move a frame or two.
+MAX_TIME_JUMP_S = 3600.0
+
+
+class Selector:
+    """Decides which in-range frames are selected, called once per frame in order."""
+
+    def __init__(self, stride: int, sample_fps: float | None):
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+            raise UsageError(f"stride must be an integer >= 1, got {stride!r}")
+        if sample_fps is not None and not 0 < sample_fps < math.inf:
+            raise UsageError(f"sample_fps must be a positive number, got {sample_fps!r}")
+        if sample_fps is not None and stride != 1:
+            raise UsageError("use either stride or sample_fps, not both")
+        self._stride = stride
+        self._sample_fps = sample_fps
+        self._count = 0
+        self._t0 = None
+        self._due = 0  # the next selection is due at _t0 + _due / sample_fps
+
+    def __call__(self, pts_s: float) -> bool:
+        if self._sample_fps is None:
+            chosen = self._count % self._stride == 0
+            self._count += 1
+            return chosen
+        if self._t0 is None:
+            self._t0 = pts_s
+        # Count whole periods from the first frame so rounding never accumulates; the
+        # tolerance lets a frame that lands exactly on a due time count as on time.
+        periods = (pts_s - self._t0) * self._sample_fps + 1e-6
+        if periods < self._due:
+            return False
+        self._due = math.floor(periods) + 1  # skip periods already passed, no burst
+        return True
+
+
+def pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_after, threads) -> Iterator[Frame]:
+    with open_input(path) as container:
+        stream = video_stream(container, path, index)
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        size = None
+        sar = stretch(stream.sample_aspect_ratio)
+        timed = in_time_order(deinterlaced(decoded(container, stream, stats), stream))
+        for frame_index, (frame, pts_s) in enumerate(timed):
+            size = size or (frame.width, frame.height)
+            if (frame.width, frame.height) != size:  # a damaged header, decoded as a picture of another size
+                stats.add_corrupt(pts_s)
+                continue
+            if frame.is_corrupt:
+                stats.add_corrupt(pts_s)
+            if start_s is not None and pts_s < start_s:
+                continue
+            if end_s is not None and pts_s >= end_s:
+                return
+            selected = select(pts_s)
+            if frame_index <= resume_after:
+                continue
+            turns = quarter_turns(frame.rotation)
+            wanted = selected or pixels in ("all", "all_planes")
+            if pixels in ("planes", "all_planes") and wanted and sar is None and plain_i420(frame) and not turns:
+                yield Frame(frame_index, pts_s, None, selected, planes=frame.to_ndarray())
+                continue
+            image = None
+            if wanted:
+                image = rgb(frame)
+                if sar is not None:
+                    image = resized(image, displayed(frame.width, frame.height, sar, turns))
+            yield Frame(frame_index, pts_s, image, selected)
+
+
+def decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Frames in the decoder's output order with their own times; corrupt packets skipped."""
+    rate = stream.average_rate or stream.guessed_rate
+    step = 1 / float(rate) if rate else 0.0
+    pts_s, offset_s = None, 0.0
+    for packet in read_packets(container, stream, stats):
+        try:
+            decoded = stream.decode(packet)  # None, after a demuxer failure, flushes the decoder
+        except av.FFmpegError:
+            known = packet is not None and packet.pts is not None
+            stats.add_corrupt(float(packet.pts * packet.time_base) if known else pts_s or 0.0)
+            continue
+        for frame in decoded:
+            time_s = float(frame.time) + offset_s if frame.pts is not None else None
+            if time_s is not None and not math.isfinite(time_s):  # a damaged time base
+                stats.add_corrupt(pts_s + step if pts_s is not None else 0.0)
+                time_s = None
+            if pts_s is None:
+                pts_s = time_s if time_s is not None else 0.0
+            elif time_s is None:
+                pts_s += step
+            elif time_s - pts_s > MAX_TIME_JUMP_S or pts_s - time_s > max(REORDER_FRAMES * step, 0.1):
+                # A discontinuity (damage, or two files joined byte to byte): counted once, and the
+                # times from here on shifted to continue one frame after the last good one.
+                stats.add_corrupt(pts_s + step)
+                offset_s += pts_s + step - time_s
+                pts_s += step
+            else:
+                pts_s = time_s
+            stats.decoded += 1
+            yield frame, pts_s
+
+
+def deinterlaced(timed, stream) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Interlaced frames through FFmpeg's yadif, so that models and overlays see whole pictures,
+    not two fields a moment apart combed together. It gives one frame per frame, one frame
+    late; the times go along in a queue. Progressive frames pass as they are, and so does a
+    frame the filter refuses (a damaged one of another size)."""
+    graph, times = None, collections.deque()
+    for frame, t in timed:
+        if graph is None and not frame.interlaced_frame:
+            yield frame, t
+            continue
+        if graph is None:
+            graph = av.filter.Graph()
+            source, yadif, sink = (graph.add_buffer(template=stream),
+                                   graph.add("yadif", "mode=send_frame:parity=auto:deint=interlaced"),
+                                   graph.add("buffersink"))
+            source.link_to(yadif)
+            yadif.link_to(sink)
+            graph.configure()
+        try:
+            graph.push(frame)
+        except av.FFmpegError:
+            yield frame, t
+            continue
+        times.append(t)
+        yield from pulled(graph, times)
+    if graph is not None:
+        with contextlib.suppress(av.FFmpegError):  # the last frame is lost, not the run
+            graph.push(None)
+            yield from pulled(graph, times)
+
+
+def pulled(graph, times: collections.deque) -> Iterator[tuple[av.VideoFrame, float]]:
+    while times:
+        try:
+            frame = graph.pull()
+        except (BlockingIOError, av.EOFError):
+            return
+        yield frame, times.popleft()
+
+
+def in_time_order(timed: Iterator[tuple[av.VideoFrame, float]]) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Decoders output frames in display order, but some files carry their times shuffled (AVI
+    with packed B-frames, as DivX wrote them, reads 1, 2, 3, 5, 4, 6, …). Holding a few frames
+    and handing out the smallest pending time gives each frame its own; a time that still does
+    not increase (a duplicate) is nudged a microsecond past the previous one."""
+    pending, times, last = collections.deque(), [], -math.inf
+    for frame, t in itertools.chain(timed, [(None, None)]):
+        if frame is not None:
+            pending.append(frame)
+            heapq.heappush(times, t)
+        while pending and (frame is None or len(pending) > REORDER_FRAMES):
+            last = max(heapq.heappop(times), last + 1e-6)
+            yield pending.popleft(), last
+
+
+def opencv_frames(path, info, start_s, end_s, select, pixels, stats, resume_after) -> Iterator[Frame]:
+    """`info`, as probe gives it: OpenCV only reports "not opened"; probing first gives the same
+    errors as PyAV, the start time OpenCV subtracts from its timestamps, and the displayed size
+    it does not apply."""
+    offset_s = info.start_s
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    try:
+        if not capture.isOpened():
+            raise InputError(f"OpenCV cannot open {path}; try decoder='pyav'")
+        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+        index = 0
+        while capture.grab():
+            pts_s = offset_s + capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+            frame_index, index = index, index + 1
+            stats.decoded += 1
+            if start_s is not None and pts_s < start_s:
+                continue
+            if end_s is not None and pts_s >= end_s:
+                return
+            selected = select(pts_s)
+            image = None
+            if selected or pixels in ("all", "all_planes"):
+                # OpenCV converts as it retrieves, and only then tells a damaged frame: a frame
+                # before the resume point is retrieved too, so the counts go on as in a whole read
+                ok, bgr = capture.retrieve()
+                if not ok:
+                    stats.add_corrupt(pts_s)
+                    continue
+                if frame_index > resume_after:
+                    image = resized(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (info.width, info.height))
+            if frame_index > resume_after:
+                yield Frame(frame_index, pts_s, image, selected)
+    finally:
+        capture.release()
+
+
+def plain_i420(frame: av.VideoFrame) -> bool:
+    """yuv420p of even size in BT.601 limited range: what cv2's I420 conversion implements."""
+    return (
+        frame.format.name == "yuv420p"
+        and frame.width % 2 == 0
+        and frame.height % 2 == 0
+        and frame.colorspace in BT601_SPACES
+        and frame.color_range != FULL_RANGE
+    )
+
+
+def rgb(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as upright HxWx3 uint8 RGB, C-contiguous."""
+    if plain_i420(frame):
+        # swscale's colours within rounding, about twice as fast; to_ndarray() gives the
+        # I420 planes stacked as one (h*3/2, w) array.
+        rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    else:
+        # swscale takes the matrix from the frame but not the range unless told.
+        try:
+            rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
+        except av.FFmpegError:  # a damaged colour tag swscale does not know: BT.601, as FFmpeg guesses
+            rgb = frame.to_ndarray(format="rgb24", src_colorspace=av.video.reformatter.Colorspace.ITU601)
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns(frame.rotation)))
+
+
+def resized(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The picture at its displayed (width, height), so that models, overlays and point
+    coordinates all see what a player shows."""
+    width, height = size
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    interpolation = cv2.INTER_AREA if width * height < rgb.shape[0] * rgb.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (width, height), interpolation=interpolation)
