@@ -75,11 +75,11 @@ def main(argv=None) -> int:
             (summary,) = run([args.clip], models=[model], out=str(args.out / "agreement" / precision),
                                     backend=args.backend, device=args.device, precision=precision,
                                     options=tasks.Options(save_masks=True))
-            (name,) = summary["outputs"]
-            folders[precision] = (Path(summary["outputs"][name]), summary["models"][name])
-        task = folders["fp32"][1]["task"]
+            (name,) = summary.outputs
+            folders[precision] = (Path(summary.outputs[name]), summary.models[name])
+        task = folders["fp32"][1].task
         figures = compare(task, folders["fp32"][0], folders["fp16"][0])
-        results[model] = {"task": task, "backends": {k: v[1]["device"] for k, v in folders.items()}, **figures,
+        results[model] = {"task": task, "backends": {k: v[1].device for k, v in folders.items()}, **figures,
                           "goal": f"{GOALS[task][0]} {'<=' if task == 'biwi' else '>='} {GOALS[task][1]}",
                           "met": met(task, figures)}
     (args.out / "agreement.json").write_text(json.dumps(results, indent=2) + "\n")

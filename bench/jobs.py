@@ -44,7 +44,7 @@ def measure(video: str, models: list[str], tasks: list[str], *, copies: int, job
                            jobs=1 if ray else jobs, ray=ray)
     wall = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_SELF)
-    frames = sum(s["frames"]["in_range"] for s in summaries)
+    frames = sum(s.frames.in_range for s in summaries)
     return {"jobs": jobs, "inputs": len(summaries), "frames": frames, "wall_s": round(wall, 3),
             "frames_per_s": round(frames / wall, 2),
             "cpu_s": round(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, 3)}

@@ -22,6 +22,7 @@ from edge.run.models import Model
 from edge.run.options import Settings
 from edge.run import stages as run_stages
 from edge.run.stages import Batch, Outputs, Tally, batch_frames, write_sinks
+from edge.run.summary import RunSummary
 from edge.sinks import Staging
 from edge.errors import EdgeError, last_line, user_line
 from edge.model import Contract, parse
@@ -270,18 +271,18 @@ def pipeline(setup: Setup, model_path: str, *, backend: str, device: str | None,
     return setup.rounds(one_round)
 
 
-def pipeline_figures(runs: list[dict], others_cores: float | None) -> dict:
+def pipeline_figures(runs: list[RunSummary], others_cores: float | None) -> dict:
     """The figures of a round of pipeline runs, and the stage breakdown of its median run."""
-    samples = [Sample(s["seconds"]["total"], s["seconds"]["cpu"], s["frames"]["processed"]) for s in runs]
+    samples = [Sample(s.seconds.total, s.seconds.cpu, s.frames.processed) for s in runs]
     result = figures(samples, others_cores)
-    rates = [s["processed_per_s"] for s in runs]
+    rates = [s.processed_per_s for s in runs]
     typical = runs[sorted(range(len(runs)), key=rates.__getitem__)[len(runs) // 2]]
     stages = ("decode", "preprocess", "infer", "postprocess", "sinks")
-    result["busy_s"] = {k: typical["seconds"][k] for k in stages}
-    result["total_s"] = typical["seconds"]["total"]
-    processed = typical["frames"]["processed"]
-    threads = {k: typical["stage_cpu_s"][k] for k in stages}
-    threads["native pools"] = typical["seconds"]["cpu"] - sum(threads.values())
+    result["busy_s"] = {k: typical.seconds.stages[k] for k in stages}
+    result["total_s"] = typical.seconds.total
+    processed = typical.frames.processed
+    threads = {k: typical.stage_cpu_s[k] for k in stages}
+    threads["native pools"] = typical.seconds.cpu - sum(threads.values())
     result["thread_cpu_ms_per_frame"] = {k: significant(1000 * v / processed) for k, v in threads.items()}
-    result["device"] = next(iter(typical["models"].values()))["device"]
+    result["device"] = next(iter(typical.models.values())).device
     return result

@@ -10,6 +10,7 @@ from .choices import BackendName, Decoder, Device, FramesOn, Precision, Upload
 from .inputs import check_some_exist
 from .run.jobs import Setup, run_here
 from .run.options import CHECKPOINT_S, check_options
+from .run.summary import RunSummary
 
 
 def run(
@@ -41,9 +42,9 @@ def run(
     ray_cpus: int | None = None,
     progress=None,
     notice=lambda message: None,
-) -> list[dict]:
+) -> list[RunSummary]:
     """Run every model over every input (see inputs.py for what an input can be); returns one
-    summary dict per input (as in its run.json), and keeps OUT/jobs.json (manifest.py).
+    RunSummary per input (as its run.json holds it), and keeps OUT/jobs.json (manifest.py).
 
     An input already done by the same command is skipped (`force` runs it again), as is one that
     failed (`retry_failed` runs it again); with `resume`, one whose run was interrupted carries on

@@ -13,6 +13,7 @@ from .errors import EdgeError, user_line
 from .model import TASKS
 from .api import run
 from .run.options import CHECKPOINT_S
+from .run.summary import RunSummary
 
 
 OPTION_DEFAULTS = tasks.Options()
@@ -104,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge-run: error: {user_line(err)}", file=sys.stderr)
         return err.exit_code
     for s in summaries:
-        for line in warnings(s) if s["status"] == "done" else []:
+        for line in warnings(s) if s.status == "done" else []:
             print(f"edge-run: warning: {line}", file=sys.stderr)
-    failed = [s for s in summaries if s["status"] == "failed"]
+    failed = [s for s in summaries if s.status == "failed"]
     for s in failed:
-        earlier = " (recorded by an earlier run; --retry-failed runs it again)" if s["earlier"] else ""
-        print(f"edge-run: error: {s['error']}{earlier}", file=sys.stderr)
+        earlier = " (recorded by an earlier run; --retry-failed runs it again)" if s.earlier else ""
+        print(f"edge-run: error: {s.error}{earlier}", file=sys.stderr)
     if args.json:
-        json.dump(summaries, sys.stdout, indent=2)
+        json.dump([s.to_json() for s in summaries], sys.stdout, indent=2)
         print()
     elif not args.quiet:
         for s in summaries:
@@ -121,50 +122,50 @@ def main(argv: list[str] | None = None) -> int:
     return SOME_FAILED if failed else 0
 
 
-def line_of(s: dict) -> str:
+def line_of(s: RunSummary) -> str:
     """One input's outcome, in a line."""
-    if s["status"] == "failed":
-        return f"{s['input']}: failed (exit {s['exit_code']})"
-    if s["status"] == "skipped":
-        return f"{s['input']}: already done -> {', '.join(s['outputs'].values())}"
-    f = s["frames"]
-    corrupt = f", {f['corrupt_skipped']} corrupt skipped" if f["corrupt_skipped"] else ""
-    resumed = f" ({s['resumed']['frames_before']} of them before resuming)" if s["resumed"] else ""
-    return (f"{s['input']}: {f['in_range']} frames{resumed}, {f['processed']} processed{corrupt} "
-            f"in {s['seconds']['total']:.1f} s ({s['frames_per_s']} frames/s) -> {', '.join(s['outputs'].values())}")
+    if s.status == "failed":
+        return f"{s.input}: failed (exit {s.exit_code})"
+    if s.status == "skipped":
+        return f"{s.input}: already done -> {', '.join(s.outputs.values())}"
+    f = s.frames
+    corrupt = f", {f.corrupt_skipped} corrupt skipped" if f.corrupt_skipped else ""
+    resumed = f" ({s.resumed.frames_before} of them before resuming)" if s.resumed else ""
+    return (f"{s.input}: {f.in_range} frames{resumed}, {f.processed} processed{corrupt} "
+            f"in {s.seconds.total:.1f} s ({s.frames_per_s} frames/s) -> {', '.join(s.outputs.values())}")
 
 
-def totals_line(summaries: list[dict], manifest: Path) -> str:
+def totals_line(summaries: list[RunSummary], manifest: Path) -> str:
     """The run as a whole: inputs by outcome, and the frames this run wrote, per second of its inputs' time."""
-    ran = [s for s in summaries if s["status"] == "done"]
-    frames = sum(s["frames"]["in_range"] - (s["resumed"]["frames_before"] if s["resumed"] else 0) for s in ran)
-    seconds = sum(s["seconds"]["total"] for s in ran)
-    counts = {state: sum(s["status"] == state for s in summaries) for state in ("done", "skipped", "failed")}
+    ran = [s for s in summaries if s.status == "done"]
+    frames = sum(s.frames.in_range - (s.resumed.frames_before if s.resumed else 0) for s in ran)
+    seconds = sum(s.seconds.total for s in ran)
+    counts = {state: sum(s.status == state for s in summaries) for state in ("done", "skipped", "failed")}
     rate = f" ({frames / seconds:.1f} frames/s)" if seconds else ""
     return (f"{len(summaries)} inputs: {counts['done']} done, {counts['skipped']} already done, "
             f"{counts['failed']} failed; {frames} frames in {seconds:.1f} s{rate}; see {manifest}")
 
 
-def warnings(summary: dict) -> list[str]:
+def warnings(summary: RunSummary) -> list[str]:
     """What a finished run must not keep quiet about."""
-    out, f = [], summary["frames"]
-    early = summary["stopped_early"]
-    if f["read_error"]:
-        where = f"after {f['last_time_s']:.3f} s" if f["last_time_s"] is not None else "before the range"
-        out.append(f"{summary['input']}: reading stopped {where} on damage ({f['read_error']}); "
+    out, f = [], summary.frames
+    early = summary.stopped_early
+    if f.read_error:
+        where = f"after {f.last_time_s:.3f} s" if f.last_time_s is not None else "before the range"
+        out.append(f"{summary.input}: reading stopped {where} on damage ({f.read_error}); "
                    f"every frame before was processed")
     elif early:
-        out.append(f"{summary['input']} ends at {early['at_s']} s of the {early['expected_end_s']} s its container "
+        out.append(f"{summary.input} ends at {early.at_s} s of the {early.expected_end_s} s its container "
                    f"declares: the file is cut short or damaged; every frame before was processed")
-    for name, model in summary["models"].items():
-        if model["nonfinite_output"]:
-            out.append(f"{summary['input']}: the {name} model gave NaN or Inf for {model['nonfinite_output']} frames "
-                       f"(the first at {model['nonfinite_times_s'][0]:.3f} s), which have no result; check the model "
+    for name, model in summary.models.items():
+        if model.nonfinite_output:
+            out.append(f"{summary.input}: the {name} model gave NaN or Inf for {model.nonfinite_output} frames "
+                       f"(the first at {model.nonfinite_times_s[0]:.3f} s), which have no result; check the model "
                        f"with edge-export's parity gate, or run it in fp32")
     return out
 
 
-def _run(args) -> list[dict]:
+def _run(args) -> list[RunSummary]:
     task_names = [t.strip() for t in args.task.split(",") if t.strip()]
     options = tasks.Options(alpha=args.alpha, threshold=args.threshold, min_duration_s=args.min_duration,
                             save_masks=args.save_masks, preset=args.preset, encoder=args.encoder)

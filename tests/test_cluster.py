@@ -269,7 +269,7 @@ def test_progress_reaches_the_drivers_callback_and_resources_are_asked_for(tmp_p
     summaries = api.run([str(inputs)], models=[models.planet()], out=str(tmp_path / "out"), ray=ray_cluster.address,
                            ray_cpus=1, progress=lambda key, written, expected: seen.append((Path(key).name, written,
                                                                                            expected)))
-    assert [s["status"] for s in summaries] == ["done", "done"]
+    assert [s.status for s in summaries] == ["done", "done"]
     assert {name for name, _, _ in seen} == {"a.mp4", "b.mp4"} and all(expected == 30 for _, _, expected in seen)
 
     # this cluster's nodes have no GPU: a cuda run has nowhere to go, and says so before loading anything

@@ -213,8 +213,8 @@ def test_run_json_says_where_frames_met_the_models(tmp_path):
     (on_host,) = run([str(clip)], models=[onnx_path], out=str(tmp_path / "a"))
     (on_device,) = run([str(clip)], models=[program], out=str(tmp_path / "b"), frames_on="device")
     (auto,) = run([str(clip)], models=[program], out=str(tmp_path / "c"))
-    assert (on_host["frames_on"], on_device["frames_on"], auto["frames_on"]) == ("host", "cpu", "host")
-    assert on_host["options"]["encoder"] == "libx264"
+    assert (on_host.frames_on, on_device.frames_on, auto.frames_on) == ("host", "cpu", "host")
+    assert on_host.options["encoder"] == "libx264"
 
 
 @pytest.mark.parametrize("task", ["camvid", "planet", "biwi"])

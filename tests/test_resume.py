@@ -123,8 +123,8 @@ def test_resumed_outputs_equal_an_uninterrupted_run(tmp_path, models, monkeypatc
     notices = []
     (resumed,) = run_scenario(clip, paths, tmp_path / "cut", spec, resume=True, notice=notices.append)
     assert any("resuming after" in n for n in notices), notices
-    assert 0 < resumed["resumed"]["frames_before"] < whole["frames"]["in_range"]
-    assert resumed["frames"] == whole["frames"]
+    assert 0 < resumed.resumed.frames_before < whole.frames.in_range
+    assert resumed.frames == whole.frames
     assert contents(tmp_path / "cut") == contents(tmp_path / "whole")
     for task in spec["tasks"]:
         record = json.loads((folder / task / "run.json").read_text())

@@ -33,6 +33,7 @@ from .connect import connect, import_ray
 from .worker import FINAL, Worker, rebuilt, remote_error
 
 from ..run.jobs import Setup, failed_summary, output_folders, skipped_notice
+from ..run.summary import RunSummary
 from ..run.models import MODEL_DIR_ENV
 from ..run.one import now_iso
 from ..run.signals import signals_deferred, signals_raise
@@ -73,7 +74,7 @@ def placements(nodes: list[dict], *, cuda: bool, cpus: int | None = None) -> lis
 
 
 def run_on_ray(address: str, inputs: list[str], setup: Setup, *, out: str, jobs: int, cpus: int | None, force: bool,
-               retry_failed: bool, resume: bool, progress, notice) -> list[dict]:
+               retry_failed: bool, resume: bool, progress, notice) -> list[RunSummary]:
     """api.run's work spread over a Ray cluster's workers; the same summaries back."""
     ray = import_ray()
     out_path = Path(os.path.abspath(out))
@@ -125,7 +126,7 @@ class Driver:
         self.queue: deque[Item] = deque()
         self.changed = threading.Condition()
         self.unfinished = 0
-        self.summaries: dict[str, dict] = {}
+        self.summaries: dict[str, RunSummary] = {}
         self.running: set[str] = set()  # inputs on a worker now
         self.resumable: dict[str, bool] = {}
         self.stopping = threading.Event()
@@ -139,7 +140,7 @@ class Driver:
         model_dir = os.environ.get(MODEL_DIR_ENV)  # where this machine's default models are, for every worker
         self.runtime_env = {"env_vars": {MODEL_DIR_ENV: os.path.abspath(model_dir)}} if model_dir else None
 
-    def run(self, found: list[InputJob]) -> list[dict]:
+    def run(self, found: list[InputJob]) -> list[RunSummary]:
         registered, folders = {}, output_folders(self.manifest, self.out, found)
         for job in found:
             state = self.manifest.get(job.key).get("state")
@@ -172,8 +173,8 @@ class Driver:
         summaries = [self.summaries[job.key] for job in found]
         if not self.lone:
             skipped_notice(summaries, len(found), self.notice)
-        if self.lone and summaries[0]["status"] == "failed":  # it killed its workers: its error is the run's
-            raise rebuilt("ClusterError", summaries[0]["error"], summaries[0]["exit_code"])
+        if self.lone and summaries[0].status == "failed":  # it killed its workers: its error is the run's
+            raise rebuilt("ClusterError", summaries[0].error, summaries[0].exit_code)
         return summaries
 
     def start_all(self, *, wanted: int) -> None:
@@ -263,7 +264,7 @@ class Driver:
             self.queue.appendleft(item)
             self.changed.notify_all()
 
-    def done(self, key: str, summary: dict) -> None:
+    def done(self, key: str, summary: RunSummary) -> None:
         with self.changed:
             if key not in self.summaries:  # once, even if a worker dies after saying so
                 self.summaries[key] = summary

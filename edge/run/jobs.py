@@ -23,6 +23,7 @@ from .models import Model, load_models
 from .one import earlier_differences, finished, now_iso, run_identity, run_one
 from .options import CHECKPOINT_S, Settings
 from .signals import signals_raise
+from .summary import RunSummary
 from .stages import OVERLAY_TASKS, draws_on_host
 
 
@@ -89,7 +90,7 @@ class Plan:
     identity: dict | None = None
     checkpoints: Checkpoints | None = None
     encoder: str = "libx264"
-    known: dict | None = None  # the summary of an input not to run: done before, or failed
+    known: RunSummary | None = None  # the summary of an input not to run: done before, or failed
     replaces: list[str] | None = None  # what differs in the earlier run whose finished outputs this one replaces
 
 
@@ -159,7 +160,7 @@ class Jobs:
                                                   "replaces": plan.replaces}
                                    for plan in plans})
 
-    def execute_all(self, plans: list[Plan], jobs: int) -> list[dict]:
+    def execute_all(self, plans: list[Plan], jobs: int) -> list[RunSummary]:
         """Every plan, `jobs` at a time. Each job's pipeline waits in its own worker thread;
         Ctrl-C and SIGTERM arrive in this one, which then stops them all and waits for them to
         record where they got before raising."""
@@ -200,7 +201,7 @@ class Jobs:
             and self.manifest.get(p.job.key).get("state") == "interrupted")
         return stopped
 
-    def execute(self, plan: Plan) -> dict:
+    def execute(self, plan: Plan) -> RunSummary:
         if plan.known is not None:
             return plan.known
         if self.cancel.is_set():
@@ -239,7 +240,7 @@ class Jobs:
         return key_of({"models": {m.folder_name: m.sha256 for m in self.models}, "settings": self.settings.record(),
                        "edge": __version__})
 
-    def failed(self, job: InputJob, folder: Path, err: Exception) -> dict:
+    def failed(self, job: InputJob, folder: Path, err: Exception) -> RunSummary:
         line, code = (user_line(err), err.exit_code) if isinstance(err, EdgeError) else (
             f"internal error, {type(err).__name__}: {err} (please report it)", 1)
         self.manifest.update(job.key, input=job.key, output=str(folder), state="failed", command=self.command_key,
@@ -265,10 +266,9 @@ def output_folders(manifest, out: Path, jobs: list[InputJob]) -> dict[str, Path]
     return folders
 
 
-def figures(summary: dict) -> dict:
+def figures(summary: RunSummary) -> dict:
     """A finished input's figures, as jobs.json keeps them."""
-    return {"seconds": summary["seconds"]["total"], "frames": summary["frames"]["in_range"],
-            "frames_per_s": summary["frames_per_s"]}
+    return {"seconds": summary.seconds.total, "frames": summary.frames.in_range, "frames_per_s": summary.frames_per_s}
 
 
 def _fingerprint(path: str) -> dict | None:
@@ -278,9 +278,9 @@ def _fingerprint(path: str) -> dict | None:
         return None
 
 
-def skipped_notice(summaries: list[dict], inputs: int, notice) -> None:
+def skipped_notice(summaries: list[RunSummary], inputs: int, notice) -> None:
     """One line for the inputs of several that were done before, rather than one each."""
-    skipped = sum(s["status"] == "skipped" for s in summaries)
+    skipped = sum(s.status == "skipped" for s in summaries)
     if skipped:
         notice(f"{skipped} of {inputs} inputs already done with these options; skipped (--force runs them again)")
 
@@ -298,14 +298,14 @@ def replacing_notice(plans: list["Plan"], notice) -> None:
                f"this run replaces them as each finishes (another --out keeps both; jobs.json says which)")
 
 
-def failed_summary(job: InputJob, record: dict, *, earlier: bool = False) -> dict:
-    """An input's failure as a summary; `earlier`: recorded by an earlier run, not tried again."""
-    return {"status": "failed", "input": job.key, "error": record.get("error"), "exit_code": record.get("exit_code"),
-            "earlier": earlier, "outputs": {}}
+def failed_summary(job: InputJob, record: dict, *, earlier: bool = False) -> RunSummary:
+    """An input's failure as a summary, from its jobs.json record; `earlier`: recorded by an
+    earlier run, not tried again."""
+    return RunSummary("failed", job.key, error=record.get("error"), exit_code=record.get("exit_code"), earlier=earlier)
 
 
 def run_here(setup: Setup, inputs: list[str], *, out: str, jobs: int, force: bool, retry_failed: bool,
-             resume: bool, progress, notice) -> list[dict]:
+             resume: bool, progress, notice) -> list[RunSummary]:
     """api.run's work on this machine: every input planned and checked (and every resume)
     before any work, then `jobs` at a time."""
     out = os.path.abspath(out)  # jobs.json records output folders that a run from another folder finds too

@@ -20,6 +20,7 @@ from ..sinks import Staging, write_json
 from .models import Model, model_record
 from .options import Settings
 from .signals import signals_deferred
+from .summary import FrameCounts, ModelRecord, Resumed, RunSummary, Seconds, StoppedEarly
 from .stages import OVERLAY_TASKS, Outputs, Tally, batch_frames, cannot_write, infer, pixels_for, postprocess, write_sinks
 
 
@@ -64,7 +65,7 @@ def run_identity(info: media.VideoInfo, models: list[Model], settings: Settings)
             "settings": settings.record(), "edge": __version__}
 
 
-def finished(folder: Path, models: list[Model], *, resume_key: str) -> dict | None:
+def finished(folder: Path, models: list[Model], *, resume_key: str) -> RunSummary | None:
     """The summary of a finished run with the same identity whose outputs are all in `folder`,
     with the status "skipped"."""
     records = {}
@@ -79,13 +80,13 @@ def finished(folder: Path, models: list[Model], *, resume_key: str) -> dict | No
             return None
         records[m.folder_name] = record
     summary = {k: v for k, v in next(iter(records.values())).items() if k not in ("model", "files")}
-    return {**summary, "status": "skipped", "outputs": {name: str(folder / name) for name in records},
-            "models": {name: record["model"] for name, record in records.items()}}
+    return RunSummary.from_json({**summary, "status": "skipped", "outputs": {name: str(folder / name) for name in records},
+                                 "models": {name: record["model"] for name, record in records.items()}})
 
 
 def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints, settings: Settings, *,
             device_path: DevicePath | None, encoder: str, progress, threads: int | None = None,
-            cancel: threading.Event | None = None) -> dict:
+            cancel: threading.Event | None = None) -> RunSummary:
     """One input through the stages into its output folders; its summary, as in its run.json."""
     started_at = datetime.datetime.now(datetime.timezone.utc)
     clock = (time.perf_counter(), time.process_time())
@@ -163,50 +164,52 @@ def run_pipeline(stages: list[Stage], info: media.VideoInfo, s: Settings, tally:
 def summary_of(info: media.VideoInfo, models: list[Model], s: Settings, tally: Tally, before: Tally,
                stats: media.DecodeStats, stages: list[Stage], checkpoints: Checkpoints,
                device_path: DevicePath | None, encoder: str, started_at: datetime.datetime,
-               clock: tuple[float, float], stagings: dict[str, Staging]) -> dict:
+               clock: tuple[float, float], stagings: dict[str, Staging]) -> RunSummary:
     """A finished input's summary: what run.json keeps and edge-run reports."""
     resumed = checkpoints.resumed
     elapsed = time.perf_counter() - clock[0]
-    return {
-        "status": "done",
-        "input": os.path.abspath(info.path),
-        "video": {"stream": info.stream, "width": info.width, "height": info.height, "fps": info.fps,
-                  "codec": info.codec, "duration_s": info.duration_s, "audio_codec": info.audio_codec,
-                  "rotation": info.rotation},
-        "frames": {"decoded": stats.decoded, "in_range": tally.written, "processed": tally.processed,
-                   "not_selected": tally.written - tally.processed, "corrupt_skipped": stats.corrupt,
-                   "corrupt_times_s": stats.corrupt_times_s, "last_time_s": tally.last_time_s,
-                   "read_error": stats.read_error},
-        "stopped_early": stopped_early(info, tally.last_time_s, s.end_s),
+    return RunSummary(
+        status="done",
+        input=os.path.abspath(info.path),
+        video={"stream": info.stream, "width": info.width, "height": info.height, "fps": info.fps,
+               "codec": info.codec, "duration_s": info.duration_s, "audio_codec": info.audio_codec,
+               "rotation": info.rotation},
+        frames=FrameCounts(decoded=stats.decoded, in_range=tally.written, processed=tally.processed,
+                           not_selected=tally.written - tally.processed, corrupt_skipped=stats.corrupt,
+                           corrupt_times_s=stats.corrupt_times_s, last_time_s=tally.last_time_s,
+                           read_error=stats.read_error),
+        stopped_early=stopped_early(info, tally.last_time_s, s.end_s),
         # a resumed run's own figures below count only the frames it wrote itself
-        "resumed": {"after_frame": resumed.position["last_index"], "after_s": resumed.position["last_time_s"],
-                    "frames_before": before.written} if resumed else None,
-        "options": s.record(),
+        resumed=Resumed(resumed.position["last_index"], resumed.position["last_time_s"], before.written)
+        if resumed else None,
+        options=s.record(),
         # where frames met the models: "host" (numpy and OpenCV), or the torch device they went to
-        "frames_on": device_path.device.type if device_path else "host",
-        "encoder": encoder if any(m.contract.task in OVERLAY_TASKS for m in models) else None,
-        "seconds": {"total": round(elapsed, 3), "cpu": round(time.process_time() - clock[1], 3),
-                    **{stage.name: round(stage.busy_s, 3) for stage in stages}},
+        frames_on=device_path.device.type if device_path else "host",
+        encoder=encoder if any(m.contract.task in OVERLAY_TASKS for m in models) else None,
+        seconds=Seconds(round(elapsed, 3), round(time.process_time() - clock[1], 3),
+                        {stage.name: round(stage.busy_s, 3) for stage in stages}),
         # each stage thread's own CPU; the rest of "cpu" ran in native pools (onnxruntime's
         # workers, the decoder's and x264's threads)
-        "stage_cpu_s": {stage.name: round(stage.cpu_s, 3) for stage in stages},
-        "frames_per_s": round((tally.written - before.written) / elapsed, 2),
-        "processed_per_s": round((tally.processed - before.processed) / elapsed, 2),
-        "tool": TOOL,
-        "resume_key": checkpoints.key,
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "finished_at": now_iso(),
-        "outputs": {name: str(staging.out_dir) for name, staging in stagings.items()},
-        "models": {m.folder_name: {**model_record(m), **tally.nonfinite_record(m.folder_name)} for m in models},
-    }
+        stage_cpu_s={stage.name: round(stage.cpu_s, 3) for stage in stages},
+        frames_per_s=round((tally.written - before.written) / elapsed, 2),
+        processed_per_s=round((tally.processed - before.processed) / elapsed, 2),
+        tool=TOOL,
+        resume_key=checkpoints.key,
+        started_at=started_at.isoformat(timespec="seconds"),
+        finished_at=now_iso(),
+        outputs={name: str(staging.out_dir) for name, staging in stagings.items()},
+        models={m.folder_name: ModelRecord(**model_record(m), **tally.nonfinite_record(m.folder_name))
+                for m in models},
+    )
 
 
-def write_run_records(stagings: dict[str, Staging], summary: dict, folder: Path) -> None:
+def write_run_records(stagings: dict[str, Staging], summary: RunSummary, folder: Path) -> None:
     """Each output folder's run.json: the summary, with its own model and the files it holds."""
+    whole = summary.to_json()
     try:
         for name, staging in stagings.items():
-            record = {k: v for k, v in summary.items() if k not in ("outputs", "models")}
-            record["model"] = summary["models"][name]
+            record = {k: v for k, v in whole.items() if k not in ("outputs", "models")}
+            record["model"] = whole["models"][name]
             record["files"] = sorted(p.name for p in staging.dir.iterdir() if not p.name.startswith(".")) + [
                 "run.json"]
             write_json(staging.path("run.json"), record)
@@ -269,7 +272,7 @@ def _status(run_json: Path) -> str | None:
         return None
 
 
-def stopped_early(info: media.VideoInfo, last_time_s: float | None, end_s: float | None) -> dict | None:
+def stopped_early(info: media.VideoInfo, last_time_s: float | None, end_s: float | None) -> StoppedEarly | None:
     """Where the frames ran out, when that is well before the end the container declares: a
     file cut short (an interrupted copy or recording). None when the run reached the end, or
     when the container declares none (MPEG-TS estimates its duration from what is there)."""
@@ -282,7 +285,7 @@ def stopped_early(info: media.VideoInfo, last_time_s: float | None, end_s: float
     # lenient: a variable-rate file's last frame may be shown long; only a clear gap counts
     if reached_s >= expected_s - max(2 / info.fps, 0.5):
         return None
-    return {"at_s": round(reached_s, 3), "expected_end_s": round(expected_s, 3)}
+    return StoppedEarly(round(reached_s, 3), round(expected_s, 3))
 
 
 def expected_frames(info: media.VideoInfo, start_s: float | None, end_s: float | None) -> int | None:
