@@ -35,16 +35,36 @@ def parser() -> argparse.ArgumentParser:
                    help="a model that honours the contract (repeat for several models on one decode)")
     p.add_argument("--task", default="", metavar="TASKS",
                    help=f"comma-separated tasks ({','.join(TASKS)}): their default models, or a check on --model")
-    p.add_argument("--out", default="edge-out", metavar="DIR", help="outputs go to DIR/<video name>/<task>/")
+    p.add_argument("--out", default="edge-out", metavar="DIR",
+                   help="outputs go to DIR/<video name>/<task, or model file name>/")
     p.add_argument("--batch", type=int, help="frames per inference batch (default: the backend's)")
     p.add_argument("--decoder", default="pyav", choices=words(Decoder), help="pyav (default) or opencv")
     p.add_argument("--stream", type=int, default=0, metavar="N",
                    help="which video stream of a file with several (default 0, the first; pyav only)")
+    _model_options(p)
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--stride", type=int, default=1, metavar="N", help="process every Nth frame")
+    pick.add_argument("--sample-fps", type=float, metavar="F", help="process F frames per second of video")
+    p.add_argument("--start", type=float, metavar="SECONDS", help="first time to process")
+    p.add_argument("--end", type=float, metavar="SECONDS", help="time to stop at (exclusive)")
+    _task_options(p)
+    _scale_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"edge {__version__}")
+    return p
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """How and where the models run."""
     p.add_argument("--backend", default="auto", choices=words(BackendName),
                    help="auto (by file extension: .onnx onnxruntime, .pt2 torch, .engine tensorrt), onnxruntime, "
                         "torch or tensorrt (builds an fp16 engine from an .onnx once, into a cache)")
-    p.add_argument("--device", choices=words(Device), help="cpu or cuda (default: cuda for --backend tensorrt, else cpu)")
-    p.add_argument("--precision", choices=words(Precision), help="fp16 or fp32 (default: fp16 for tensorrt and torch on cuda, else fp32)")
+    p.add_argument("--device", choices=words(Device),
+                   help="cpu or cuda (default: cuda for --backend tensorrt, else cpu)")
+    p.add_argument("--precision", choices=words(Precision),
+                   help="fp16 or fp32 (default: fp16 for tensorrt and torch on cuda, else fp32)")
     p.add_argument("--frames-on", default="auto", choices=words(FramesOn),
                    help="where frames meet the models: host (numpy and OpenCV), device (as torch tensors on the "
                         "models' device), or auto (default: the device for a GPU, else the host)")
@@ -52,11 +72,10 @@ def parser() -> argparse.ArgumentParser:
                    help="how frames go to the model's device: planes (I420, half the bytes, converted there) or "
                         "rgb (default auto: planes to a GPU, rgb to CPU tensors)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: fit to this machine)")
-    pick = p.add_mutually_exclusive_group()
-    pick.add_argument("--stride", type=int, default=1, metavar="N", help="process every Nth frame")
-    pick.add_argument("--sample-fps", type=float, metavar="F", help="process F frames per second of video")
-    p.add_argument("--start", type=float, metavar="SECONDS", help="first time to process")
-    p.add_argument("--end", type=float, metavar="SECONDS", help="time to stop at (exclusive)")
+
+
+def _task_options(p: argparse.ArgumentParser) -> None:
+    """What each task draws and keeps."""
     p.add_argument("--alpha", type=float, default=OPTION_DEFAULTS.alpha,
                    help=f"camvid overlay opacity, 0..1 (default {OPTION_DEFAULTS.alpha})")
     p.add_argument("--threshold", type=float, help="planet: one threshold for every tag, instead of the model's")
@@ -70,6 +89,10 @@ def parser() -> argparse.ArgumentParser:
                    help="H.264 encoder of overlay videos: auto (default: the GPU's NVENC on a CUDA run where it "
                         "opens, else x264), libx264 or h264_nvenc")
     p.add_argument("--save-masks", action="store_true", help="camvid: also write class-id masks as PNGs")
+
+
+def _scale_options(p: argparse.ArgumentParser) -> None:
+    """Many inputs, clusters, and what a rerun does."""
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="inputs processed side by side (default 1), sharing the loaded models and dividing the "
                         "cores between their decoders and encoders")
@@ -88,11 +111,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_S, metavar="SECONDS",
                    help="seconds of video between the checkpoints --resume starts from "
                         f"(default {CHECKPOINT_S:g}; part of what --resume checks is the same)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--version", action="version", version=f"edge {__version__}")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

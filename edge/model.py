@@ -81,85 +81,97 @@ class Contract:
 
 def parse(metadata: dict[str, str], *, source: str = "model") -> Contract:
     """Validate metadata_props into a Contract; every problem names the key at fault."""
-    props = {k[len(PREFIX):]: v for k, v in metadata.items() if k.startswith(PREFIX)}
-
-    def fail(message: str) -> ModelError:
-        return ModelError(f"{source}: {message}; see 'The model contract' in README.md")
-
-    for key in REQUIRED:
-        if key not in props:
-            raise fail(f"metadata key '{PREFIX}{key}' is missing")
-    if props["contract"] != str(CONTRACT_VERSION):
-        raise fail(f"contract version {props['contract']!r} is not supported (this edge reads {CONTRACT_VERSION})")
-
-    def choice(key: str, allowed, default=None) -> str:
-        value = props.get(key, default)
-        if value not in allowed:
-            raise fail(f"'{PREFIX}{key}' is {value!r}; allowed: {', '.join(allowed)}")
-        return value
-
-    def js(key: str, default=None):
-        if key not in props:
-            return default
-        try:
-            return json.loads(props[key])
-        except json.JSONDecodeError:
-            raise fail(f"'{PREFIX}{key}' is not valid JSON: {props[key][:60]!r}") from None
-
-    task = choice("task", TASKS)
+    keys = _Keys(metadata, source)
+    task = keys.choice("task", TASKS)
     for key in REQUIRED_BY_TASK[task]:
-        if key not in props:
-            raise fail(f"metadata key '{PREFIX}{key}' is missing (required for task {task})")
-
-    size = js("input_size")
+        if key not in keys.props:
+            raise keys.fail(f"metadata key '{PREFIX}{key}' is missing (required for task {task})")
+    size = keys.js("input_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise fail(f"'{PREFIX}input_size' must be [height, width] positive integers, got {props['input_size']!r}")
-
-    def floats(key: str, count: int | None, default):
-        values = js(key, default)
-        if isinstance(values, (int, float)) and key == "thresholds":
-            values = [values] * (count or 1)
-        if not (isinstance(values, list) and all(isinstance(v, (int, float)) for v in values)):
-            raise fail(f"'{PREFIX}{key}' must be a list of numbers")
-        if count is not None and len(values) != count:
-            raise fail(f"'{PREFIX}{key}' has {len(values)} values, expected {count}")
-        return tuple(float(v) for v in values)
-
-    classes = js("classes", [])
-    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
-        raise fail(f"'{PREFIX}classes' must be a list of strings")
-    if task in ("camvid", "planet") and not classes:
-        raise fail(f"'{PREFIX}classes' is empty")
-
-    palette = js("palette", [])
-    if task == "camvid":
-        ok = isinstance(palette, list) and len(palette) == len(classes) and all(
-            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
-            for c in palette
-        )
-        if not ok:
-            raise fail(f"'{PREFIX}palette' must hold one [r, g, b] (0-255) per class ({len(classes)})")
-
-    std = floats("std", 3, [1.0, 1.0, 1.0])
+        raise keys.fail(f"'{PREFIX}input_size' must be [height, width] positive integers, got "
+                        f"{keys.props['input_size']!r}")
+    classes = _classes(keys, task)
+    palette = _palette(keys, task, len(classes))
+    std = keys.floats("std", 3, [1.0, 1.0, 1.0])
     if any(s <= 0 for s in std):
-        raise fail(f"'{PREFIX}std' values must be positive")
+        raise keys.fail(f"'{PREFIX}std' values must be positive")
     return Contract(
         task=task,
         input_size=(size[0], size[1]),
-        input_format=choice("input_format", INPUT_FORMATS),
-        output=choice("output", OUTPUT_FORMS[task]),
-        resize=choice("resize", RESIZE_METHODS),
-        channel_order=choice("channel_order", CHANNEL_ORDERS, "RGB"),
-        mean=floats("mean", 3, [0.0, 0.0, 0.0]),
+        input_format=keys.choice("input_format", INPUT_FORMATS),
+        output=keys.choice("output", OUTPUT_FORMS[task]),
+        resize=keys.choice("resize", RESIZE_METHODS),
+        channel_order=keys.choice("channel_order", CHANNEL_ORDERS, "RGB"),
+        mean=keys.floats("mean", 3, [0.0, 0.0, 0.0]),
         std=std,
         classes=tuple(classes),
-        thresholds=floats("thresholds", len(classes), None) if task == "planet" else (),
+        thresholds=keys.floats("thresholds", len(classes), None) if task == "planet" else (),
         palette=tuple(tuple(c) for c in palette),
-        point_convention=choice("point_convention", POINT_CONVENTIONS, "xy_minus1_1"),
-        producer=props.get("producer", ""),
-        producer_version=props.get("producer_version", ""),
+        point_convention=keys.choice("point_convention", POINT_CONVENTIONS, "xy_minus1_1"),
+        producer=keys.props.get("producer", ""),
+        producer_version=keys.props.get("producer_version", ""),
         extra={k: v for k, v in metadata.items() if not k.startswith(PREFIX)},
     )
+
+
+class _Keys:
+    """One model's contract keys (without the prefix), read with the checks they all share; the
+    keys every contract needs, and its version, are checked on the way in."""
+
+    def __init__(self, metadata: dict[str, str], source: str):
+        self.props = {k[len(PREFIX):]: v for k, v in metadata.items() if k.startswith(PREFIX)}
+        self.source = source
+        for key in REQUIRED:
+            if key not in self.props:
+                raise self.fail(f"metadata key '{PREFIX}{key}' is missing")
+        if self.props["contract"] != str(CONTRACT_VERSION):
+            raise self.fail(f"contract version {self.props['contract']!r} is not supported (this edge reads "
+                            f"{CONTRACT_VERSION})")
+
+    def fail(self, message: str) -> ModelError:
+        return ModelError(f"{self.source}: {message}; see 'The model contract' in README.md")
+
+    def choice(self, key: str, allowed, default=None) -> str:
+        value = self.props.get(key, default)
+        if value not in allowed:
+            raise self.fail(f"'{PREFIX}{key}' is {value!r}; allowed: {', '.join(allowed)}")
+        return value
+
+    def js(self, key: str, default=None):
+        if key not in self.props:
+            return default
+        try:
+            return json.loads(self.props[key])
+        except json.JSONDecodeError:
+            raise self.fail(f"'{PREFIX}{key}' is not valid JSON: {self.props[key][:60]!r}") from None
+
+    def floats(self, key: str, count: int | None, default) -> tuple[float, ...]:
+        values = self.js(key, default)
+        if isinstance(values, (int, float)) and key == "thresholds":
+            values = [values] * (count or 1)
+        if not (isinstance(values, list) and all(isinstance(v, (int, float)) for v in values)):
+            raise self.fail(f"'{PREFIX}{key}' must be a list of numbers")
+        if count is not None and len(values) != count:
+            raise self.fail(f"'{PREFIX}{key}' has {len(values)} values, expected {count}")
+        return tuple(float(v) for v in values)
+
+
+def _classes(keys: _Keys, task: str) -> list[str]:
+    classes = keys.js("classes", [])
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise keys.fail(f"'{PREFIX}classes' must be a list of strings")
+    if task in ("camvid", "planet") and not classes:
+        raise keys.fail(f"'{PREFIX}classes' is empty")
+    return classes
+
+
+def _palette(keys: _Keys, task: str, classes: int) -> list:
+    palette = keys.js("palette", [])
+    if task == "camvid" and not (isinstance(palette, list) and len(palette) == classes and all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+            for c in palette)):
+        raise keys.fail(f"'{PREFIX}palette' must hold one [r, g, b] (0-255) per class ({classes})")
+    return palette
 
 
 def file_sha256(path: str) -> str:
