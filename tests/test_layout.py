@@ -62,3 +62,16 @@ def test_no_module_of_edge_imports_itself_back():
 def test_the_run_package_never_imports_the_cluster():
     edges = graph()
     assert not [(a, b) for a, bs in edges.items() for b in bs if a.startswith("edge.run") and b.startswith("edge.cluster")]
+
+
+def test_each_module_and_function_reads_in_one_sitting():
+    """About 400 lines a file and 60 a function at most (a little slack for a docstring grown)."""
+    long_files, long_functions = [], []
+    for path in sorted(EDGE.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > 420:
+            long_files.append(f"{module_name(path)} ({len(text.splitlines())} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long_functions.append(f"{module_name(path)}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long_files == [] and long_functions == []
