@@ -17,13 +17,10 @@ from pathlib import Path
 
 from edge import backends, media, tasks
 from edge import api
-from edge.resume import Checkpoints
 from edge.run.models import Model
-from edge.run.options import Settings
 from edge.run import stages as run_stages
-from edge.run.stages import Batch, Outputs, Tally, batch_frames, write_sinks
+from edge.run.stages import Batch, batch_frames, sinks_alone
 from edge.run.summary import RunSummary
-from edge.sinks import Staging
 from edge.errors import EdgeError, last_line, user_line
 from edge.model import Contract, parse
 
@@ -221,11 +218,7 @@ def sinks(setup: Setup, finished: list) -> dict[str, dict]:
     result = {s.name: setup.measure(one(i), what=s.name) for i, s in enumerate(module.sinks(probe))}
 
     def together():  # with the checkpoints a run takes
-        folder = setup.scratch()
-        settings = Settings(batch=len(finished[0].frames), end_s=setup.end_s, options=setup.options)
-        outputs = Outputs(setup.info, settings, start_s, Checkpoints(folder, {}, {name: contract.task}))
-        list(write_sinks(iter(finished), [setup.model], {name: Staging(folder / name)}, Tally(),
-                                outputs))
+        sinks_alone(finished, setup.model, setup.scratch(), setup.info, setup.options, end_s=setup.end_s)
 
     result["all sinks"] = setup.measure(together, what="all sinks")
     return result

@@ -264,3 +264,15 @@ def _write_sinks(batches, models, stagings, tally: Tally, outputs: Outputs):
                     held)
                 next_checkpoint = (tally.written // every + 1) * every
         yield from ()  # the last stage yields nothing, but every stage is a generator
+
+
+def sinks_alone(batches: list[Batch], model: Model, folder: Path, video: media.VideoInfo, options: tasks.Options,
+                *, end_s: float | None = None) -> None:
+    """The sinks stage by itself, as a run takes it (checkpoints included), over one model's
+    postprocessed batches, into `folder`: what edge-bench times of it."""
+    settings = Settings(batch=len(batches[0].frames), end_s=end_s, options=options)
+    checkpoints = Checkpoints(folder, {}, {model.folder_name: model.contract.task})
+    outputs = Outputs(video, settings, max(0.0, video.start_s), checkpoints)
+    for _ in write_sinks(iter(batches), [model], {model.folder_name: Staging(folder / model.folder_name)}, Tally(),
+                         outputs):
+        pass
