@@ -187,7 +187,7 @@ def _run(args) -> list[RunSummary]:
     task_names = [t.strip() for t in args.task.split(",") if t.strip()]
     options = tasks.Options(alpha=args.alpha, threshold=args.threshold, min_duration_s=args.min_duration,
                             save_masks=args.save_masks, preset=args.preset, encoder=args.encoder)
-    with _progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:
+    with Progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:
         return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
                    decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,
                    start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
@@ -198,7 +198,7 @@ def _run(args) -> list[RunSummary]:
                    notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 
-class _progress:
+class Progress:
     """A tqdm bar on stderr, fed with the frames written so far by each input: one input's
     bar knows its end, several inputs' counts add up."""
 

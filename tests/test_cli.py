@@ -342,9 +342,9 @@ def test_the_shipped_default_models_run_and_stay_small(tmp_path, capsys, clip, m
 
 
 def test_the_progress_bar_adds_up_the_inputs_and_knows_the_end_of_a_lone_one():
-    from edge.cli import _progress
+    from edge.cli import Progress
 
-    bar = _progress(enabled=True)
+    bar = Progress(enabled=True)
     update = bar.__enter__()
     try:
         update("a.mp4", 5, 10)
