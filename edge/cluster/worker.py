@@ -1,5 +1,5 @@
 """The worker side of `--ray` (cluster.py): a Ray actor that loads the models once and runs the
-inputs it is given as runner.Jobs does at home, each as a stream of events back to the driver,
+inputs it is given as run.jobs.Jobs does at home, each as a stream of events back to the driver,
 and the form errors take to cross from one to the other.
 """
 
@@ -75,7 +75,7 @@ class Worker:
         if all(m.backend.device == "cpu" for m in self.jobs.models):
             import cv2
 
-            cv2.setNumThreads(1)  # as runner.opencv_threads does, for this process's whole life
+            cv2.setNumThreads(1)  # as machine.opencv_threads does, for this process's whole life
 
     def ready(self) -> dict:
         return {"error": self.error, "notices": self.notices, "where": self.where}
