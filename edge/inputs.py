@@ -6,7 +6,7 @@ videos but images is one image sequence); a quoted glob, of videos or else of im
 relative paths taken from the list's folder). Each job writes to OUT/NAME: a video's name
 without its extension, or its path inside the folder it was found in; where two jobs of a run
 would share a NAME, each of them gets a short hash of its full path added, so they never
-collide (and the runner keeps, across runs, the folder jobs.json gave an input before).
+collide (and run/jobs.py keeps, across runs, the folder jobs.json gave an input before).
 """
 
 import glob

@@ -74,7 +74,7 @@ def difference(old: dict, new: dict, prefix: str = "") -> str | None:
 class Checkpoint:
     """Where a run stood after a batch, loaded to resume it."""
 
-    position: dict  # the runner's Tally, as a dict
+    position: dict  # the sinks stage's Tally (run/stages.py), as a dict
     models: dict  # per output folder name: staging (folder name), sinks (their states), postprocess
     held: dict  # per output folder name: the result unselected frames show next, or None
 

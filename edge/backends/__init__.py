@@ -42,7 +42,7 @@ class Backend(Protocol):
 
 
 def onnx_type(dtype_name: str) -> str:
-    """A dtype's name ("uint8", "float32") as onnxruntime spells input types, which the runner's
+    """A dtype's name ("uint8", "float32") as onnxruntime spells input types, which run.models.check_io's
     contract check compares against, whatever the backend."""
     return {"uint8": "tensor(uint8)", "float32": "tensor(float)", "float16": "tensor(float16)"}.get(
         dtype_name, f"tensor({dtype_name})")
