@@ -21,6 +21,7 @@ import numpy as np
 
 from edge import tasks
 from edge.api import run
+from edge.run.options import RunOptions
 
 GOALS = {"camvid": ("pixels_equal", 0.99), "planet": ("frames_same_tags", 0.99), "biwi": ("max_px", 1.0)}
 
@@ -72,9 +73,9 @@ def main(argv=None) -> int:
     for model in args.model:
         folders = {}
         for precision in ("fp32", "fp16"):
-            (summary,) = run([args.clip], models=[model], out=str(args.out / "agreement" / precision),
-                                    backend=args.backend, device=args.device, precision=precision,
-                                    options=tasks.Options(save_masks=True))
+            (summary,) = run([args.clip], RunOptions(
+                models=[model], out=str(args.out / "agreement" / precision), backend=args.backend, device=args.device,
+                precision=precision, task_options=tasks.Options(save_masks=True)))
             (name,) = summary.outputs
             folders[precision] = (Path(summary.outputs[name]), summary.models[name])
         task = folders["fp32"][1].task

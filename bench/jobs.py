@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.measure import machine
 from edge.api import run
+from edge.run.options import RunOptions
 from edge.machine import usable_cores
 
 
@@ -40,8 +41,8 @@ def measure(video: str, models: list[str], tasks: list[str], *, copies: int, job
     shutil.rmtree(out, ignore_errors=True)
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.perf_counter()
-    summaries = run([str(inputs)], models=models, tasks_=tasks, out=str(out), end_s=seconds,
-                           jobs=1 if ray else jobs, ray=ray)
+    summaries = run([str(inputs)], RunOptions(models=models, task_names=tasks, out=str(out), end_s=seconds,
+                                              jobs=1 if ray else jobs, ray=ray))
     wall = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_SELF)
     frames = sum(s.frames.in_range for s in summaries)

@@ -18,6 +18,7 @@ from pathlib import Path
 from edge import backends, media, tasks
 from edge import api
 from edge.run.models import Model
+from edge.run.options import RunOptions
 from edge.run import stages as run_stages
 from edge.run.stages import Batch, batch_frames, sinks_alone
 from edge.run.summary import RunSummary
@@ -244,9 +245,9 @@ def pipeline(setup: Setup, model_path: str, *, backend: str, device: str | None,
 
     def work():
         out = setup.scratch()
-        (summary,) = api.run([setup.video], models=[model_path], out=str(out), batch=batch,
-                                end_s=setup.end_s, backend=backend, device=device, precision=precision,
-                                threads=threads, options=setup.options)
+        (summary,) = api.run([setup.video], RunOptions(
+            models=[model_path], out=str(out), batch=batch, end_s=setup.end_s, backend=backend, device=device,
+            precision=precision, ort_threads=threads, task_options=setup.options))
         shutil.rmtree(out)
         runs.append(summary)
 

@@ -12,7 +12,7 @@ from .choices import BackendName, Decoder, Device, FramesOn, Precision, Upload, 
 from .errors import EdgeError, user_line
 from .model import TASKS
 from .api import run
-from .run.options import CHECKPOINT_S
+from .run.options import CHECKPOINT_S, RunOptions
 from .run.summary import RunSummary
 
 
@@ -184,17 +184,17 @@ def warnings(summary: RunSummary) -> list[str]:
 
 
 def _run(args) -> list[RunSummary]:
-    task_names = [t.strip() for t in args.task.split(",") if t.strip()]
-    options = tasks.Options(alpha=args.alpha, threshold=args.threshold, min_duration_s=args.min_duration,
-                            save_masks=args.save_masks, preset=args.preset, encoder=args.encoder)
+    task_options = tasks.Options(alpha=args.alpha, threshold=args.threshold, min_duration_s=args.min_duration,
+                                 save_masks=args.save_masks, preset=args.preset, encoder=args.encoder)
+    options = RunOptions(
+        models=args.model, task_names=[t.strip() for t in args.task.split(",") if t.strip()], out=args.out,
+        batch=args.batch, decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,
+        start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, ort_threads=args.threads,
+        precision=args.precision, task_options=task_options, checkpoint_s=args.checkpoint_every, upload=args.upload,
+        frames_on=args.frames_on, jobs=args.jobs, ray=args.ray, ray_cpus=args.ray_cpus, resume=args.resume,
+        force=args.force, retry_failed=args.retry_failed)
     with Progress(enabled=not args.quiet and not args.json and sys.stderr.isatty()) as progress:
-        return run(args.inputs, models=args.model, tasks_=task_names, out=args.out, batch=args.batch,
-                   decoder=args.decoder, stream=args.stream, stride=args.stride, sample_fps=args.sample_fps,
-                   start_s=args.start, end_s=args.end, backend=args.backend, device=args.device, threads=args.threads,
-                   precision=args.precision, options=options, resume=args.resume, force=args.force,
-                   retry_failed=args.retry_failed, checkpoint_s=args.checkpoint_every,
-                   upload=args.upload, frames_on=args.frames_on, jobs=args.jobs, ray=args.ray, ray_cpus=args.ray_cpus,
-                   progress=progress,
+        return run(args.inputs, options, progress=progress,
                    notice=lambda m: None if args.quiet or args.json else print(m, file=sys.stderr))
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from edge.api import run
+from edge.run.options import RunOptions
 from edge.cli import main
 from edge.errors import UsageError
 from edge.device import torch_has_cuda
@@ -207,7 +208,7 @@ def test_choices_are_argparses_and_exit_2(tmp_path, capsys, clip, models, flag, 
 ])
 def test_the_apis_choices_are_checked_too(tmp_path, clip, models, kwargs, expected):
     with pytest.raises(UsageError, match=re.escape(expected)):
-        run([str(clip)], models=[models.planet()], out=str(tmp_path / "out"), **kwargs)
+        run([str(clip)], RunOptions(models=[models.planet()], out=str(tmp_path / "out"), **kwargs))
 
 
 def test_no_model_given_is_a_usage_error(tmp_path, capsys, clip):

@@ -261,14 +261,15 @@ def test_a_killed_worker_has_its_input_carried_on_by_another(tmp_path, models, r
 
 def test_progress_reaches_the_drivers_callback_and_resources_are_asked_for(tmp_path, models, ray_cluster):
     from edge import api
+    from edge.run.options import RunOptions
 
     inputs = tmp_path / "in"
     clip(inputs / "a.mp4", 30)
     (inputs / "b.mp4").write_bytes((inputs / "a.mp4").read_bytes())
     seen = []
-    summaries = api.run([str(inputs)], models=[models.planet()], out=str(tmp_path / "out"), ray=ray_cluster.address,
-                           ray_cpus=1, progress=lambda key, written, expected: seen.append((Path(key).name, written,
-                                                                                           expected)))
+    options = RunOptions(models=[models.planet()], out=str(tmp_path / "out"), ray=ray_cluster.address, ray_cpus=1)
+    summaries = api.run([str(inputs)], options,
+                        progress=lambda key, written, expected: seen.append((Path(key).name, written, expected)))
     assert [s.status for s in summaries] == ["done", "done"]
     assert {name for name, _, _ in seen} == {"a.mp4", "b.mp4"} and all(expected == 30 for _, _, expected in seen)
 

@@ -209,10 +209,11 @@ def test_run_json_says_where_frames_met_the_models(tmp_path):
     make_clip(clip, [solid(48, 64, (10 * i, 0, 0)) for i in range(6)], fps=25)
     onnx_path, program = twins(tmp_path, "planet")
     from edge.api import run
+    from edge.run.options import RunOptions
 
-    (on_host,) = run([str(clip)], models=[onnx_path], out=str(tmp_path / "a"))
-    (on_device,) = run([str(clip)], models=[program], out=str(tmp_path / "b"), frames_on="device")
-    (auto,) = run([str(clip)], models=[program], out=str(tmp_path / "c"))
+    (on_host,) = run([str(clip)], RunOptions(models=[onnx_path], out=str(tmp_path / "a")))
+    (on_device,) = run([str(clip)], RunOptions(models=[program], out=str(tmp_path / "b"), frames_on="device"))
+    (auto,) = run([str(clip)], RunOptions(models=[program], out=str(tmp_path / "c")))
     assert (on_host.frames_on, on_device.frames_on, auto.frames_on) == ("host", "cpu", "host")
     assert on_host.options["encoder"] == "libx264"
 

@@ -22,6 +22,7 @@ from edge.cli import main
 from edge.run.signals import signals_deferred
 from edge.errors import Interrupted, StageError, UsageError
 from edge.api import run
+from edge.run.options import RunOptions
 from edge.tasks.biwi import OneEuro
 from edge.timeline import TimelineBuilder
 from edge.writer import VideoWriter
@@ -88,13 +89,14 @@ def make_models(models, names):
     return [{"camvid": models.camvid, "planet": models.planet, "biwi": models.biwi}[t]() for t in names]
 
 
-def run_scenario(clip, model_paths, out, spec, **extra):
+def run_scenario(clip, model_paths, out, spec, notice=lambda line: None, **extra):
     from edge.tasks import Options
 
     options = spec["run"].copy()
     opts = Options(save_masks=options.pop("options_masks", False), preset=options.pop("preset", "ultrafast"),
                    min_duration_s=0.2)
-    return run([str(clip)], models=model_paths, out=str(out), options=opts, checkpoint_s=EVERY_S, **options, **extra)
+    return run([str(clip)], RunOptions(models=model_paths, out=str(out), task_options=opts, checkpoint_s=EVERY_S,
+                                       **options, **extra), notice=notice)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -340,7 +342,7 @@ def test_no_checkpoint_lands_after_the_run_was_abandoned(tmp_path):
 
 def test_checkpoint_every_is_checked(tmp_path, models):
     with pytest.raises(UsageError, match="checkpoint-every"):
-        run([str(tmp_path / "x.mp4")], models=[models.planet()], checkpoint_s=0)
+        run([str(tmp_path / "x.mp4")], RunOptions(models=[models.planet()], checkpoint_s=0))
 
 
 # --- the pieces, each stopped and restored -------------------------------------------------------

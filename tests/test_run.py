@@ -473,11 +473,12 @@ def test_interlaced_frames_are_deinterlaced(tmp_path, models):
 
 def test_the_summary_is_typed_and_reads_back_from_its_json(tmp_path, models):
     from edge.api import run as run_api
+    from edge.run.options import RunOptions
     from edge.run.summary import RunSummary
 
     clip = tmp_path / "c.mp4"
     make_clip(clip, [square(H, W, 10, 10)] * 4, fps=4)
-    (summary,) = run_api([str(clip)], models=[models.biwi()], out=str(tmp_path / "out"))
+    (summary,) = run_api([str(clip)], RunOptions(models=[models.biwi()], out=str(tmp_path / "out")))
     assert isinstance(summary, RunSummary) and summary.status == "done" and summary.frames.processed == 4
     assert summary.models["biwi"].task == "biwi" and summary.seconds.stages.keys() >= {"decode", "sinks"}
     assert RunSummary.from_json(json.loads(json.dumps(summary.to_json()))) == summary
@@ -485,5 +486,5 @@ def test_the_summary_is_typed_and_reads_back_from_its_json(tmp_path, models):
     whole = summary.to_json()
     assert record == {**{k: v for k, v in whole.items() if k not in ("outputs", "models")},
                       "model": whole["models"]["biwi"], "files": record["files"]}
-    (again,) = run_api([str(clip)], models=[models.biwi()], out=str(tmp_path / "out"))
+    (again,) = run_api([str(clip)], RunOptions(models=[models.biwi()], out=str(tmp_path / "out")))
     assert again.status == "skipped" and again.frames == summary.frames and again.models == summary.models

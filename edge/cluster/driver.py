@@ -32,7 +32,8 @@ from ..pipeline import POLL_S
 from .connect import connect, import_ray
 from .worker import FINAL, Worker, rebuilt, remote_error
 
-from ..run.jobs import Setup, failed_summary, output_folders, skipped_notice
+from ..run.jobs import failed_summary, output_folders, skipped_notice
+from ..run.options import RunOptions
 from ..run.summary import RunSummary
 from ..run.models import MODEL_DIR_ENV
 from ..run.one import now_iso
@@ -73,11 +74,11 @@ def placements(nodes: list[dict], *, cuda: bool, cpus: int | None = None) -> lis
     return [p for turn in itertools.zip_longest(*per_node) for p in turn if p is not None]
 
 
-def run_on_ray(address: str, inputs: list[str], setup: Setup, *, out: str, jobs: int, cpus: int | None, force: bool,
-               retry_failed: bool, resume: bool, progress, notice) -> list[RunSummary]:
-    """api.run's work spread over a Ray cluster's workers; the same summaries back."""
+def run_on_ray(inputs: list[str], options: RunOptions, *, progress, notice) -> list[RunSummary]:
+    """api.run's work spread over the workers of the Ray cluster at `options.ray`; the same
+    summaries back."""
     ray = import_ray()
-    out_path = Path(os.path.abspath(out))
+    out_path = Path(os.path.abspath(options.out))
     with signals_raise():
         found = [InputJob(os.path.abspath(job.path), job.name)
                  for job in expand_inputs(inputs, outputs=str(out_path))]
@@ -85,12 +86,11 @@ def run_on_ray(address: str, inputs: list[str], setup: Setup, *, out: str, jobs:
             raise UsageError("the inputs name no video or image; check the paths and @LIST files")
         manifest = Manifest(out_path)
     # the workers' working folders are not this one
-    setup = dataclasses.replace(setup, models=tuple(os.path.abspath(m) for m in setup.models))
-    connect(ray, address, notice)
+    options = dataclasses.replace(options, models=tuple(os.path.abspath(m) for m in options.models))
+    connect(ray, options.ray, notice)
     with signals_raise():  # after ray.init, which sets handlers of its own
         try:
-            driver = Driver(ray, setup, manifest, out_path, jobs=jobs, cpus=cpus, progress=progress, notice=notice,
-                            options={"force": force, "retry_failed": retry_failed, "resume": resume})
+            driver = Driver(ray, options, manifest, out_path, progress=progress, notice=notice)
             return driver.run(found)
         except ray.exceptions.RayError as err:  # the cluster itself failing under the driver
             raise ClusterError(f"the Ray cluster failed: {errors.last_line(err)}; `ray status` shows its state, "
@@ -119,10 +119,9 @@ class Item:
 
 
 class Driver:
-    def __init__(self, ray, setup: Setup, manifest: Manifest, out: Path, *, jobs: int, cpus: int | None,
-                 options: dict, progress, notice):
-        self.ray, self.setup, self.manifest, self.out = ray, setup, manifest, out
-        self.jobs, self.cpus, self.options, self.progress, self.notice = jobs, cpus, options, progress, notice
+    def __init__(self, ray, options: RunOptions, manifest: Manifest, out: Path, *, progress, notice):
+        self.ray, self.options, self.manifest, self.out = ray, options, manifest, out
+        self.jobs, self.cpus, self.progress, self.notice = options.jobs, options.ray_cpus, progress, notice
         self.queue: deque[Item] = deque()
         self.changed = threading.Condition()
         self.unfinished = 0
@@ -179,9 +178,9 @@ class Driver:
 
     def start_all(self, *, wanted: int) -> None:
         """Workers on as many nodes (GPUs) as there are for the inputs, all waited for at once."""
-        where = placements(self.ray.nodes(), cuda=self.setup.cuda, cpus=self.cpus)
+        where = placements(self.ray.nodes(), cuda=self.options.cuda, cpus=self.cpus)
         if not where:
-            gpu = "a GPU (--device cuda)" if self.setup.cuda else None
+            gpu = "a GPU (--device cuda)" if self.options.cuda else None
             cpus = f"{self.cpus} CPUs (--ray-cpus)" if self.cpus else None
             need = " and ".join(filter(None, [gpu, cpus])) or "a CPU"
             raise ClusterError(f"the Ray cluster has no live node with {need}; `ray status` shows its nodes")
@@ -200,7 +199,7 @@ class Driver:
         actor = self.worker_class.options(
             num_cpus=p.cpus, num_gpus=p.gpus, max_concurrency=self.jobs + 1, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(p.node_id, soft=False), runtime_env=self.runtime_env)
-        return actor.remote(self.setup, p.cpus, self.jobs)
+        return actor.remote(self.options, p.cpus, self.jobs)
 
     def started(self, started: list[tuple["Remote", object]]) -> list[str]:
         """Wait, START_S in all, for workers to have loaded the models; each that did gets its
@@ -277,7 +276,8 @@ class Driver:
         self.manifest.update(key, worker=where, attempts=item.attempt, **first)
         self.running.add(key)
         events = actor.process.remote(item.job, self.manifest.get(key), attempt=item.attempt, lone=self.lone,
-                                      **self.options)
+                                      force=self.options.force, retry_failed=self.options.retry_failed,
+                                      resume=self.options.resume)
         for ref in events:
             kind, *args = self.ray.get(ref)
             if kind == "record":
@@ -324,7 +324,7 @@ class Driver:
         """The places for workers that no live worker takes (a node added, or one left idle)."""
         taken = Counter(r.placement.node_id for r in self.remotes if r.actor is not None)
         free = []
-        for placement in placements(self.ray.nodes(), cuda=self.setup.cuda, cpus=self.cpus):
+        for placement in placements(self.ray.nodes(), cuda=self.options.cuda, cpus=self.cpus):
             if taken[placement.node_id]:
                 taken[placement.node_id] -= 1
             else:

@@ -13,7 +13,8 @@ from pathlib import Path
 from .. import errors
 from ..errors import EdgeError, Interrupted, UsageError, user_line
 from ..inputs import Job as InputJob
-from ..run.jobs import Setup, replacing_notice
+from ..run.jobs import load_jobs, replacing_notice
+from ..run.options import RunOptions
 
 PROGRESS_S = 0.5  # between two progress events of one input
 
@@ -59,7 +60,7 @@ class Worker:
     of events: ("record", fields), ("progress", written, expected), ("notice", line), and last
     ("summary", summary), ("stopped", resumable) or ("error", remote_error)."""
 
-    def __init__(self, setup: Setup, cpus: float, jobs: int):
+    def __init__(self, options: RunOptions, cpus: float, jobs: int):
         import ray
 
         self.where = f"{ray.util.get_node_ip_address()} pid {os.getpid()}"
@@ -67,7 +68,7 @@ class Worker:
         self.error = None
         cores = max(1, int(cpus))
         try:
-            self.jobs = setup.jobs(None, progress=None, notice=self.notices.append, threads=cores)
+            self.jobs = load_jobs(options, None, progress=None, notice=self.notices.append, threads=cores)
         except EdgeError as err:
             self.error = remote_error(err)
             return

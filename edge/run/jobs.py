@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__, backends, media, tasks, writer
+from .. import __version__, media, writer
 from ..device import DevicePath, for_models
 from ..errors import EdgeError, InputError, Interrupted, StageError, UsageError, user_line
 from ..inputs import Job as InputJob
@@ -21,63 +21,33 @@ from ..pipeline import POLL_S
 from ..resume import Checkpoints, fingerprint, key_of
 from .models import Model, load_models
 from .one import earlier_differences, finished, now_iso, run_identity, run_one
-from .options import CHECKPOINT_S, Settings
+from .options import RunOptions, Settings
 from .signals import signals_raise
 from .summary import RunSummary
 from .stages import OVERLAY_TASKS, draws_on_host
 
 
-@dataclass(frozen=True)
-class Setup:
-    """What a run loads and how it processes, besides its inputs and where outputs go: all a
-    Ray worker is given to load the same models and run inputs as this process would."""
-
-    models: tuple[str, ...] = ()
-    tasks_: tuple[str, ...] = ()
-    batch: int | None = None
-    decoder: str = "pyav"
-    stream: int = 0
-    stride: int = 1
-    sample_fps: float | None = None
-    start_s: float | None = None
-    end_s: float | None = None
-    backend: str = "auto"
-    device: str | None = None
-    threads: int | None = None  # onnxruntime's intra-op threads; None: fit to the machine
-    precision: str | None = None
-    options: tasks.Options = tasks.Options()
-    checkpoint_s: float = CHECKPOINT_S
-    upload: str = "auto"
-    frames_on: str = "auto"
-
-    def jobs(self, manifest, *, progress, notice, threads: int | None = None) -> "Jobs":
-        """The models loaded (`threads`: onnxruntime's, where --threads left them open), the
-        settings they imply, and a Jobs to run inputs with them."""
-        loaded = load_models(self.models, self.tasks_, backend=self.backend, device=self.device,
-                             threads=self.threads or threads, batch=self.batch, precision=self.precision,
-                             notice=notice)
-        device_path = for_models([m.backend for m in loaded], self.frames_on)
-        upload = self.upload
-        if device_path is None:
-            upload = None
-        elif draws_on_host(m.contract.task for m in loaded):
-            upload = "rgb"  # its overlay is drawn on the host, from the frame's RGB there (biwi's trail)
-        elif upload == "auto":
-            # On CPU tensors, cv2's conversion on the host beat torch's (720p camvid: 21.3 against
-            # 13.3 frames/s); on a GPU, planes halve the bytes and spare the host the conversion.
-            upload = "planes" if device_path.cuda else "rgb"
-        settings = Settings(batch=self.batch or loaded[0].backend.default_batch, decoder=self.decoder,
-                            stride=self.stride, sample_fps=self.sample_fps, start_s=self.start_s, end_s=self.end_s,
-                            precision=self.precision, checkpoint_s=self.checkpoint_s, upload=upload,
-                            frames_on=self.frames_on, options=self.options)
-        return Jobs(loaded, settings, manifest, stream=self.stream, lone=False, device_path=device_path,
-                    progress=progress, notice=notice)
-
-    @property
-    def cuda(self) -> bool:
-        """Whether its models run on a GPU."""
-        engines = any(str(path).endswith(".engine") for path in self.models)
-        return backends.default_device("tensorrt" if engines else self.backend, self.device).startswith("cuda")
+def load_jobs(options: RunOptions, manifest, *, progress, notice, threads: int | None = None) -> "Jobs":
+    """The models loaded (`threads`: onnxruntime's, where the options leave them open), the
+    settings they imply, and a Jobs to run inputs with them."""
+    o = options
+    loaded = load_models(o.models, o.task_names, backend=o.backend, device=o.device, threads=o.ort_threads or threads,
+                         batch=o.batch, precision=o.precision, notice=notice)
+    device_path = for_models([m.backend for m in loaded], o.frames_on)
+    upload = o.upload
+    if device_path is None:
+        upload = None
+    elif draws_on_host(m.contract.task for m in loaded):
+        upload = "rgb"  # its overlay is drawn on the host, from the frame's RGB there (biwi's trail)
+    elif upload == "auto":
+        # On CPU tensors, cv2's conversion on the host beat torch's (720p camvid: 21.3 against
+        # 13.3 frames/s); on a GPU, planes halve the bytes and spare the host the conversion.
+        upload = "planes" if device_path.cuda else "rgb"
+    settings = Settings(batch=o.batch or loaded[0].backend.default_batch, decoder=o.decoder, stride=o.stride,
+                        sample_fps=o.sample_fps, start_s=o.start_s, end_s=o.end_s, precision=o.precision,
+                        checkpoint_s=o.checkpoint_s, upload=upload, frames_on=o.frames_on, options=o.task_options)
+    return Jobs(loaded, settings, manifest, stream=o.stream, lone=False, device_path=device_path,
+                progress=progress, notice=notice)
 
 
 @dataclass
@@ -304,13 +274,13 @@ def failed_summary(job: InputJob, record: dict, *, earlier: bool = False) -> Run
     return RunSummary("failed", job.key, error=record.get("error"), exit_code=record.get("exit_code"), earlier=earlier)
 
 
-def run_here(setup: Setup, inputs: list[str], *, out: str, jobs: int, force: bool, retry_failed: bool,
-             resume: bool, progress, notice) -> list[RunSummary]:
+def run_here(options: RunOptions, inputs: list[str], *, progress, notice) -> list[RunSummary]:
     """api.run's work on this machine: every input planned and checked (and every resume)
-    before any work, then `jobs` at a time."""
-    out = os.path.abspath(out)  # jobs.json records output folders that a run from another folder finds too
+    before any work, then `options.jobs` at a time."""
+    out = os.path.abspath(options.out)  # jobs.json records output folders that a run from another folder finds too
+    force, retry_failed, resume = options.force, options.retry_failed, options.resume
     with signals_raise():
-        batch_run = setup.jobs(Manifest(Path(out)), progress=progress, notice=notice)
+        batch_run = load_jobs(options, Manifest(Path(out)), progress=progress, notice=notice)
         inputs_jobs = expand_inputs(inputs, outputs=out)
         if not inputs_jobs:
             raise UsageError("the inputs name no video or image; check the paths and @LIST files")
@@ -323,7 +293,7 @@ def run_here(setup: Setup, inputs: list[str], *, out: str, jobs: int, force: boo
             skipped_notice([plan.known for plan in plans if plan.known is not None], len(plans), notice)
         runnable = [plan for plan in plans if plan.known is None]
         replacing_notice(plans, notice)
-        jobs = max(1, min(jobs, len(runnable)))
+        jobs = max(1, min(options.jobs, len(runnable)))
         # jobs side by side divide the cores between their decoders and encoders
         batch_run.threads = None if jobs == 1 else max(1, usable_cores() // jobs)
         for plan in runnable:

@@ -1,11 +1,12 @@
-"""What shapes a run's outputs besides its inputs and models (Settings), and the checks on it."""
+"""What a run is given besides its inputs (RunOptions, checked when made), and what of it shapes
+the outputs once the models are loaded (Settings, a run's identity)."""
 
 import dataclasses
 import math
 from dataclasses import dataclass
 
-from .. import tasks, writer
-from ..choices import Upload, check_choice, words
+from .. import backends, media, tasks, writer
+from ..choices import BackendName, Decoder, Device, FramesOn, Precision, Upload, check_choice, words
 from ..errors import UsageError
 
 
@@ -15,6 +16,52 @@ CHECKPOINT_S = 10.0
 
 
 UPLOADS = words(Upload)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Everything a run is given besides its inputs: what it loads, how it reads and processes,
+    where its outputs go, and at what scale. Checked when made (UsageError), so that no run
+    starts with options that cannot work; a Ray worker is given the same record."""
+
+    models: tuple[str, ...] = ()  # model files; none: the default model of each of task_names
+    task_names: tuple[str, ...] = ()  # with models, a check on their tasks
+    out: str = "edge-out"
+    batch: int | None = None  # None: the backend's own
+    decoder: Decoder = "pyav"
+    stream: int = 0
+    stride: int = 1
+    sample_fps: float | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    backend: BackendName = "auto"
+    device: Device | None = None
+    ort_threads: int | None = None  # onnxruntime's and torch's intra-op threads; None: fit to the machine
+    precision: Precision | None = None
+    task_options: tasks.Options = tasks.Options()
+    checkpoint_s: float = CHECKPOINT_S
+    upload: Upload = "auto"
+    frames_on: FramesOn = "auto"
+    jobs: int = 1  # inputs side by side
+    ray: str | None = None  # a Ray cluster's address, or auto
+    ray_cpus: int | None = None
+    resume: bool = False
+    force: bool = False
+    retry_failed: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "models", tuple(map(str, self.models)))
+        object.__setattr__(self, "task_names", tuple(self.task_names))
+        media.check_read_options(decoder=self.decoder, start_s=self.start_s, end_s=self.end_s, stride=self.stride,
+                                 sample_fps=self.sample_fps, stream=self.stream)
+        check_options(batch=self.batch, options=self.task_options, checkpoint_s=self.checkpoint_s,
+                      upload=self.upload, jobs=self.jobs, ray=self.ray, ray_cpus=self.ray_cpus)
+
+    @property
+    def cuda(self) -> bool:
+        """Whether its models run on a GPU."""
+        engines = any(path.endswith(".engine") for path in self.models)
+        return backends.default_device("tensorrt" if engines else self.backend, self.device).startswith("cuda")
 
 
 @dataclass(frozen=True)
