@@ -89,7 +89,7 @@ class OverlaySink:
         self.writer = VideoWriter(
             self.ctx.folder / "overlay.mp4", width=video.width, height=video.height, time_base=video.time_base,
             audio_from=video.path if video.audio_codec else None, start_s=self.ctx.start_s, end_s=self.ctx.end_s,
-            preset=self.ctx.options.preset, encoder=self.ctx.options.encoder, threads=self.ctx.threads,
+            preset=self.ctx.options.preset, encoder=self.ctx.options.encoder, threads=self.ctx.encoder_threads,
             resume=self.resume,
         ).__enter__()
         return self

@@ -68,11 +68,11 @@ class Worker:
         self.error = None
         cores = max(1, int(cpus))
         try:
-            self.jobs = load_jobs(options, None, progress=None, notice=self.notices.append, threads=cores)
+            self.jobs = load_jobs(options, None, progress=None, notice=self.notices.append, ort_threads=cores)
         except EdgeError as err:
             self.error = remote_error(err)
             return
-        self.jobs.threads = max(1, cores // jobs)  # the decoder's and encoder's, of each input side by side
+        self.jobs.codec_threads = max(1, cores // jobs)  # the decoder's and encoder's, of each input side by side
         if all(m.backend.device == "cpu" for m in self.jobs.models):
             import cv2
 

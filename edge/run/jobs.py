@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__, media, writer
+from .. import __version__, media, tasks, writer
 from ..device import DevicePath, for_models
 from ..errors import EdgeError, InputError, Interrupted, StageError, UsageError, user_line
 from ..inputs import Job as InputJob
@@ -24,14 +24,14 @@ from .one import earlier_differences, finished, now_iso, run_identity, run_one
 from .options import RunOptions, Settings
 from .signals import signals_raise
 from .summary import RunSummary
-from .stages import OVERLAY_TASKS, draws_on_host
+from .stages import draws_on_host
 
 
-def load_jobs(options: RunOptions, manifest, *, progress, notice, threads: int | None = None) -> "Jobs":
-    """The models loaded (`threads`: onnxruntime's, where the options leave them open), the
+def load_jobs(options: RunOptions, manifest, *, progress, notice, ort_threads: int | None = None) -> "Jobs":
+    """The models loaded (`ort_threads`: onnxruntime's, where the options leave them open), the
     settings they imply, and a Jobs to run inputs with them."""
     o = options
-    loaded = load_models(o.models, o.task_names, backend=o.backend, device=o.device, threads=o.ort_threads or threads,
+    loaded = load_models(o.models, o.task_names, backend=o.backend, device=o.device, threads=o.ort_threads or ort_threads,
                          batch=o.batch, precision=o.precision, notice=notice)
     device_path = for_models([m.backend for m in loaded], o.frames_on)
     upload = o.upload
@@ -81,7 +81,7 @@ class Jobs:
     device_path: DevicePath | None
     progress: object
     notice: object
-    threads: int | None = None  # each job's decoder and encoder threads; None: theirs to choose
+    codec_threads: int | None = None  # each job's decoder's and encoder's threads; None: theirs to choose
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def plan(self, job: InputJob, *, folder: Path, force: bool, retry_failed: bool) -> Plan:
@@ -118,9 +118,9 @@ class Jobs:
         info = plan.info
         on_gpu = any(m.backend.device.startswith("cuda") for m in self.models)
         plan.encoder = writer.pick_encoder(self.settings.options.encoder, on_gpu=on_gpu, size=(info.width, info.height))
-        x264 = plan.encoder == "libx264" and any(m.contract.task in OVERLAY_TASKS for m in self.models)
+        x264 = plan.encoder == "libx264" and any(tasks.writes_overlay(m.contract.task) for m in self.models)
         plan.checkpoints = Checkpoints(plan.folder, plan.identity, {m.folder_name: m.contract.task for m in self.models},
-                                       encoder_threads=self.threads if x264 else None)
+                                       encoder_threads=self.codec_threads if x264 else None)
         plan.checkpoints.open(resume=resume, notice=self.notice)
 
     def register(self, plans: list[Plan]) -> None:
@@ -180,7 +180,7 @@ class Jobs:
         self.manifest.update(key, state="running", started_at=now_iso(), finished_at=None)
         try:
             summary = run_one(plan.info, self.models, plan.checkpoints, self.settings, device_path=self.device_path,
-                              encoder=plan.encoder, progress=self.report(key), threads=self.threads,
+                              encoder=plan.encoder, progress=self.report(key), codec_threads=self.codec_threads,
                               cancel=self.cancel)
         except (Interrupted, KeyboardInterrupt):
             # a signal held back while the outputs moved into place arrives once they all are
@@ -295,7 +295,7 @@ def run_here(options: RunOptions, inputs: list[str], *, progress, notice) -> lis
         replacing_notice(plans, notice)
         jobs = max(1, min(options.jobs, len(runnable)))
         # jobs side by side divide the cores between their decoders and encoders
-        batch_run.threads = None if jobs == 1 else max(1, usable_cores() // jobs)
+        batch_run.codec_threads = None if jobs == 1 else max(1, usable_cores() // jobs)
         for plan in runnable:
             batch_run.prepare(plan, resume=resume)
         batch_run.register(runnable)

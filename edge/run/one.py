@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from .. import __version__, media
+from .. import __version__, media, tasks
 from ..device import DevicePath
 from ..errors import EdgeError, InputError, Interrupted, user_line
 from ..pipeline import Pipeline, Stage
@@ -21,7 +21,7 @@ from .models import Model, model_record
 from .options import Settings
 from .signals import signals_deferred
 from .summary import FrameCounts, ModelRecord, Resumed, RunSummary, Seconds, StoppedEarly
-from .stages import OVERLAY_TASKS, Outputs, Tally, batch_frames, cannot_write, infer, pixels_for, postprocess, write_sinks
+from .stages import Outputs, Tally, batch_frames, cannot_write, infer, pixels_for, postprocess, write_sinks
 
 
 TOOL = {"name": "edge", "version": __version__, "python": platform.python_version()}  # in every run.json
@@ -85,7 +85,7 @@ def finished(folder: Path, models: list[Model], *, resume_key: str) -> RunSummar
 
 
 def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints, settings: Settings, *,
-            device_path: DevicePath | None, encoder: str, progress, threads: int | None = None,
+            device_path: DevicePath | None, encoder: str, progress, codec_threads: int | None = None,
             cancel: threading.Event | None = None) -> RunSummary:
     """One input through the stages into its output folders; its summary, as in its run.json."""
     started_at = datetime.datetime.now(datetime.timezone.utc)
@@ -100,7 +100,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
             reuse = resumed.models[m.folder_name]["staging"] if resumed else None
             stagings[m.folder_name] = Staging(checkpoints.folder / m.folder_name, reuse=reuse)
         stats = media.DecodeStats()
-        stages = input_stages(info, models, s, checkpoints, stagings, tally, stats, device_path, threads)
+        stages = input_stages(info, models, s, checkpoints, stagings, tally, stats, device_path, codec_threads)
         run_pipeline(stages, info, s, tally, progress, cancel)
         summary = summary_of(info, models, s, tally, before, stats, stages, checkpoints, device_path, encoder,
                              started_at, clock, stagings)
@@ -121,19 +121,19 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
 
 def input_stages(info: media.VideoInfo, models: list[Model], s: Settings, checkpoints: Checkpoints,
                  stagings: dict[str, Staging], tally: Tally, stats: media.DecodeStats,
-                 device_path: DevicePath | None, threads: int | None) -> list[Stage]:
+                 device_path: DevicePath | None, codec_threads: int | None) -> list[Stage]:
     """decode → preprocess → infer → postprocess → sinks, for this input and these models."""
     resumed = checkpoints.resumed
     resume_after = tally.last_index  # read before the sinks thread moves it
     # output videos start at 0 even when the input starts later (MPEG-TS) or --start is given
     start_s = max(s.start_s or 0.0, info.start_s)
     pixels = pixels_for((m.contract.task for m in models), on_device=device_path is not None, upload=s.upload)
-    outputs = Outputs(info, s, start_s, checkpoints, device_path, threads)
+    outputs = Outputs(info, s, start_s, checkpoints, device_path, codec_threads)
     return [
         Stage("decode", lambda: media.read_frames(
             info.path, decoder=s.decoder, start_s=s.start_s, end_s=s.end_s, stride=s.stride,
             sample_fps=s.sample_fps, stats=stats, pixels=pixels, stream=info.stream, resume_after=resume_after,
-            threads=threads)),
+            threads=codec_threads)),
         Stage("preprocess", lambda frames: batch_frames(frames, models, s.batch, device_path)),
         Stage("infer", lambda batches: infer(batches, models, device_path)),
         Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed, device_path)),
@@ -185,7 +185,7 @@ def summary_of(info: media.VideoInfo, models: list[Model], s: Settings, tally: T
         options=s.record(),
         # where frames met the models: "host" (numpy and OpenCV), or the torch device they went to
         frames_on=device_path.device.type if device_path else "host",
-        encoder=encoder if any(m.contract.task in OVERLAY_TASKS for m in models) else None,
+        encoder=encoder if any(tasks.writes_overlay(m.contract.task) for m in models) else None,
         seconds=Seconds(round(elapsed, 3), round(time.process_time() - clock[1], 3),
                         {stage.name: round(stage.busy_s, 3) for stage in stages}),
         # each stage thread's own CPU; the rest of "cpu" ran in native pools (onnxruntime's

@@ -23,7 +23,6 @@ from .models import Model
 from .options import Settings
 
 
-OVERLAY_TASKS = ("camvid", "biwi")  # the tasks that write overlay.mp4
 
 
 @dataclass(slots=True)
@@ -71,19 +70,20 @@ def pixels_for(task_names, *, on_device: bool = False, upload: str | None = "rgb
     size. To a device, frames go as planes (half the bytes, converted there) or RGB (`upload`),
     every frame where an overlay is drawn there, but RGB for all where one is drawn on the host."""
     task_names = set(task_names)
-    if draws_on_host(task_names) or (task_names & set(OVERLAY_TASKS) and not on_device):
+    overlays = any(map(tasks.writes_overlay, task_names))
+    if draws_on_host(task_names) or (overlays and not on_device):
         return "all"
     if not on_device:
         return "planes"
-    every = bool(task_names & set(OVERLAY_TASKS))  # what is left draws on the device
+    # what is left draws its overlay on the device, from every frame
     if upload == "planes":
-        return "all_planes" if every else "planes"
-    return "all" if every else "selected"
+        return "all_planes" if overlays else "planes"
+    return "all" if overlays else "selected"
 
 
 def draws_on_host(task_names) -> bool:
     """Whether a task writes an overlay drawn on the host even when frames go to a device."""
-    return any(task in OVERLAY_TASKS and not tasks.module(task).DRAWS_ON_DEVICE for task in task_names)
+    return any(tasks.writes_overlay(task) and not tasks.module(task).DRAWS_ON_DEVICE for task in task_names)
 
 
 def batch_frames(frames, models: list[Model], size: int, device_path: DevicePath | None = None):
@@ -205,7 +205,7 @@ class Outputs:
     start_s: float  # output times are input times minus this
     checkpoints: Checkpoints
     device_path: DevicePath | None = None
-    threads: int | None = None  # the encoder's
+    codec_threads: int | None = None  # the encoder's
 
 
 def write_sinks(batches, models: list[Model], stagings: dict[str, Staging], tally: Tally, outputs: Outputs):
@@ -236,7 +236,7 @@ def _write_sinks(batches, models, stagings, tally: Tally, outputs: Outputs):
             name = model.folder_name
             ctx = tasks.SinkContext(stagings[name].dir, model.contract, video, settings.options, outputs.start_s,
                                     settings.end_s, outputs.device_path.device if outputs.device_path else None,
-                                    outputs.threads)
+                                    outputs.codec_threads)
             sinks[name] = tasks.module(model.contract.task).sinks(ctx)
             if resumed:
                 for sink, state in zip(sinks[name], resumed.models[name]["sinks"], strict=True):

@@ -4,6 +4,7 @@ Each module defines `postprocessor(contract, options)` returning a callable that
 batch's raw output and the frames' windows into one result per frame (in frame pixels; one
 with memory along the video also has `state()` and `restore(state)`), `sinks(ctx)` returning
 the context-manager sinks for an output folder, `Result`, the type of a frame's result, and
+`WRITES_OVERLAY`: whether it writes an overlay video (drawn on every frame);
 `DRAWS_ON_DEVICE`: whether, when frames go to the model's device (edge/device.py), the task's
 postprocessor takes the raw output there and its overlay is drawn there; and
 `SHIPPED_MODEL_SAW`: what the task's default model, shipped in edge/models/, was trained on,
@@ -46,11 +47,15 @@ class SinkContext:
     start_s: float  # output video times are shifted by this (the --start of the run)
     end_s: float | None
     device: object = None  # the torch device frames went to, for a task that draws there
-    threads: int | None = None  # the encoder's, where several jobs share the machine
+    encoder_threads: int | None = None  # x264's, where several jobs share the machine
 
 
 def module(task: str):
     return importlib.import_module(f"{__name__}.{task}")
+
+
+def writes_overlay(task: str) -> bool:
+    return module(task).WRITES_OVERLAY
 
 
 def result_arrays(result) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ class Point:
     y_smooth: float
 
 
+WRITES_OVERLAY = True
 DRAWS_ON_DEVICE = False
 SHIPPED_MODEL_SAW = "faces drawn on synthetic backgrounds, not filmed people"
 Result = Point

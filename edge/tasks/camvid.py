@@ -23,6 +23,7 @@ class Segmentation:
     fractions: np.ndarray  # per class, the fraction of the frame's pixels
 
 
+WRITES_OVERLAY = True
 DRAWS_ON_DEVICE = True
 SHIPPED_MODEL_SAW = "flat-coloured synthetic street scenes"
 Result = Segmentation

@@ -8,6 +8,7 @@ from ..sinks import CsvSink, write_json, write_png
 from ..timeline import TimelineBuilder, draw_timeline, intervals_to_rows, write_vtt
 
 
+WRITES_OVERLAY = False
 DRAWS_ON_DEVICE = False
 SHIPPED_MODEL_SAW = "textured synthetic aerial tiles"
 Result = np.ndarray  # the tag probabilities
