@@ -62,29 +62,33 @@ class Selector:
         return True
 
 
+def in_range(timed, start_s, end_s, select, resume_after: int = -1, usable=None) -> Iterator[tuple]:
+    """The read loop every reader shares: of (index, time, picture) in order, those whose time
+    is in [start_s, end_s), each with whether it is selected. `usable(picture, time)` may pass a
+    damaged picture over (None) before selection; every other frame in range goes through
+    `select`, even one up to `resume_after`, which is then passed over: selection goes on as in
+    a whole read, which a resumed run needs."""
+    for index, pts_s, picture in timed:
+        if start_s is not None and pts_s < start_s:
+            continue
+        if end_s is not None and pts_s >= end_s:
+            return
+        if usable is not None and (picture := usable(picture, pts_s)) is None:
+            continue
+        selected = select(pts_s)
+        if index > resume_after:
+            yield index, pts_s, picture, selected
+
+
 def pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_after, threads) -> Iterator[Frame]:
     with open_input(path) as container:
         stream = video_stream(container, path, index)
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
-        size = None
         sar = stretch(stream.sample_aspect_ratio)
-        timed = in_time_order(deinterlaced(decoded(container, stream, stats), stream))
-        for frame_index, (frame, pts_s) in enumerate(timed):
-            size = size or (frame.width, frame.height)
-            if (frame.width, frame.height) != size:  # a damaged header, decoded as a picture of another size
-                stats.add_corrupt(pts_s)
-                continue
-            if frame.is_corrupt:
-                stats.add_corrupt(pts_s)
-            if start_s is not None and pts_s < start_s:
-                continue
-            if end_s is not None and pts_s >= end_s:
-                return
-            selected = select(pts_s)
-            if frame_index <= resume_after:
-                continue
+        timed = of_one_size(in_time_order(deinterlaced(decoded(container, stream, stats), stream)), stats)
+        for frame_index, pts_s, frame, selected in in_range(timed, start_s, end_s, select, resume_after):
             turns = quarter_turns(frame.rotation)
             wanted = selected or pixels in ("all", "all_planes")
             if pixels in ("planes", "all_planes") and wanted and sar is None and plain_i420(frame) and not turns:
@@ -96,6 +100,20 @@ def pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_after
                 if sar is not None:
                     image = resized(image, displayed(frame.width, frame.height, sar, turns))
             yield Frame(frame_index, pts_s, image, selected)
+
+
+def of_one_size(timed, stats) -> Iterator[tuple[int, float, av.VideoFrame]]:
+    """(index, time, frame) of the decoder's frames, the damaged ones counted; one of another size
+    than the first (a damaged header, decoded as a picture of another size) is left out."""
+    size = None
+    for index, (frame, pts_s) in enumerate(timed):
+        size = size or (frame.width, frame.height)
+        if (frame.width, frame.height) != size:
+            stats.add_corrupt(pts_s)
+            continue
+        if frame.is_corrupt:
+            stats.add_corrupt(pts_s)
+        yield index, pts_s, frame
 
 
 def decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
@@ -196,16 +214,7 @@ def opencv_frames(path, info, start_s, end_s, select, pixels, stats, resume_afte
         if not capture.isOpened():
             raise InputError(f"OpenCV cannot open {path}; try decoder='pyav'")
         capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
-        index = 0
-        while capture.grab():
-            pts_s = offset_s + capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
-            frame_index, index = index, index + 1
-            stats.decoded += 1
-            if start_s is not None and pts_s < start_s:
-                continue
-            if end_s is not None and pts_s >= end_s:
-                return
-            selected = select(pts_s)
+        for frame_index, pts_s, _, selected in in_range(grabbed(capture, offset_s, stats), start_s, end_s, select):
             image = None
             if selected or pixels in ("all", "all_planes"):
                 # OpenCV converts as it retrieves, and only then tells a damaged frame: a frame
@@ -220,6 +229,15 @@ def opencv_frames(path, info, start_s, end_s, select, pixels, stats, resume_afte
                 yield Frame(frame_index, pts_s, image, selected)
     finally:
         capture.release()
+
+
+def grabbed(capture, offset_s: float, stats) -> Iterator[tuple[int, float, None]]:
+    """(index, time, None) of each frame OpenCV grabs, which it retrieves only when asked."""
+    index = 0
+    while capture.grab():
+        stats.decoded += 1
+        yield index, offset_s + capture.get(cv2.CAP_PROP_POS_MSEC) / 1000, None
+        index += 1
 
 
 def plain_i420(frame: av.VideoFrame) -> bool:

@@ -12,6 +12,7 @@ import cv2
 from .errors import InputError
 from .frames import Frame
 from .container import VideoInfo
+from .decode import in_range
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -76,19 +77,16 @@ def image_frames(path, images, start_s, end_s, select, pixels, stats, resume_aft
     differs from the first readable one (an overlay video has one size), is skipped and counted."""
     first = probe_images(path, images)  # the size probe reported: the first readable image's
     size = (first.height, first.width, 3)
-    for index, name in enumerate(images):
-        pts_s = index / IMAGE_SEQUENCE_FPS
-        if start_s is not None and pts_s < start_s:
-            continue
-        if end_s is not None and pts_s >= end_s:
-            return
+
+    def read(name: str, pts_s: float):
         bgr = cv2.imread(name)  # EXIF orientation applied, as a phone photo is shown
         stats.decoded += 1
         if bgr is None or bgr.shape != size:
             stats.add_corrupt(pts_s)
-            continue
-        selected = select(pts_s)
-        if index <= resume_after:
-            continue
+            return None
+        return bgr
+
+    timed = ((index, index / IMAGE_SEQUENCE_FPS, name) for index, name in enumerate(images))
+    for index, pts_s, bgr, selected in in_range(timed, start_s, end_s, select, resume_after, usable=read):
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if selected or pixels in ("all", "all_planes") else None
         yield Frame(index, pts_s, image, selected)
