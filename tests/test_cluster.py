@@ -109,7 +109,7 @@ def test_without_ray_installed_the_user_is_told_what_to_install(tmp_path, models
 
 
 class FakeJobs:
-    """What Worker._run calls of run.jobs.Jobs, with a prepare that refuses to resume: because of
+    """What Worker.run_input calls of run.jobs.Jobs, with a prepare that refuses to resume: because of
     x264's threads (`threads_only`, as on a node of other cores), or another option."""
 
     def __init__(self, threads_only: bool):
@@ -149,7 +149,7 @@ def test_a_checkpoint_a_worker_cannot_carry_on(attempt, resume, threads_only, ou
     from edge.inputs import Job
 
     jobs, events = FakeJobs(threads_only), SimpleQueue()
-    cluster_worker.Worker._run(jobs, Job("x.mp4", "x"), Path("out/x"), events, attempt, False, False, resume)
+    cluster_worker.Worker.run_input(jobs, Job("x.mp4", "x"), Path("out/x"), events, attempt, False, False, resume)
     kind, value = events.get()
     if outcome == "starts over":
         assert (kind, value) == ("summary", {"status": "done"}) and jobs.prepared == [True, False]

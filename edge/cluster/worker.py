@@ -101,7 +101,7 @@ class Worker:
         jobs = dataclasses.replace(self.jobs, manifest=Relay(job.key, record, events.put), progress=progress,
                                    notice=lambda line: events.put(("notice", line)), lone=lone)
         folder = Path(record["output"])  # the driver gave it
-        worker = threading.Thread(target=self._run, name="edge-ray-input", daemon=True,
+        worker = threading.Thread(target=self.run_input, name="edge-ray-input", daemon=True,
                                   args=(jobs, job, folder, events, attempt, force, retry_failed, resume))
         worker.start()
         while True:
@@ -115,7 +115,8 @@ class Worker:
         worker.join()
 
     @staticmethod
-    def _run(jobs, job, folder, events, attempt, force, retry_failed, resume) -> None:
+    def run_input(jobs, job, folder, events, attempt, force, retry_failed, resume) -> None:
+        """One input planned, prepared, registered and run, as at home; its outcome the last event."""
         plan = None
         try:
             plan = jobs.plan(job, folder=folder, force=force, retry_failed=retry_failed or resume)
