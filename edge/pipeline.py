@@ -63,8 +63,10 @@ class Pipeline:
     def wait(self, on_tick: Callable[[], None] = lambda: None) -> None:
         """Block until every stage ends; raise the first failure. Ctrl-C and SIGTERM arrive here,
         in the main thread, so the short joins keep it responsive; a pipeline waited on in
-        another thread (a job among several) is stopped by what `on_tick` raises."""
+        another thread (a job among several) is stopped by what `on_tick` raises. `on_tick` is
+        called at once, and after every join, so a short run reports (and can be stopped) too."""
         try:
+            on_tick()
             for stage in self.stages:
                 while stage.thread.is_alive():
                     stage.thread.join(POLL_S * 4)

@@ -7,9 +7,11 @@ import os
 import cv2
 import pytest
 
+from edge.api import run
 from edge.cli import main
-from edge.errors import UsageError
+from edge.errors import Interrupted, UsageError
 from edge.inputs import expand
+from edge.run.options import RunOptions
 from tests.makers_clips import make_clip, ramp, solid
 
 
@@ -99,20 +101,21 @@ def test_a_lone_input_that_failed_before_is_run_again(tmp_path, models, capsys):
     assert f"{video}: already done with these options, in {tmp_path / 'out' / 'v'}; skipped" in capsys.readouterr().err
 
 
-def test_an_interrupted_input_is_recorded_and_the_rest_stay_pending(tmp_path, models, monkeypatch):
-    from edge.run import jobs as run_jobs
+def stopping_at(name: str, error: type[BaseException]):
+    """A progress callback (edge.api.run's) that raises `error` as soon as input `name` runs:
+    Ctrl-C, or a bug, arriving in the middle of that input."""
+    def progress(key, written, expected):
+        if os.path.basename(key) == name:
+            raise error
+    return progress
 
+
+def test_an_interrupted_input_is_recorded_and_the_rest_stay_pending(tmp_path, models):
     for name in ("a", "b", "c"):
         clip(tmp_path / "in" / f"{name}.mp4")
-    real = run_jobs.run_one
-
-    def run_one(info, *args, **kwargs):
-        if info.path.endswith("b.mp4"):
-            raise KeyboardInterrupt
-        return real(info, *args, **kwargs)
-
-    monkeypatch.setattr(run_jobs, "run_one", run_one)
-    assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 130
+    with pytest.raises(Interrupted):
+        run([str(tmp_path / "in")], RunOptions(models=[models.planet()], out=str(tmp_path / "out")),
+            progress=stopping_at("b.mp4", KeyboardInterrupt))
     states = {os.path.basename(k): j["state"] for k, j in jobs_of(tmp_path / "out")["jobs"].items()}
     assert states == {"a.mp4": "done", "b.mp4": "interrupted", "c.mp4": "pending"}
 
@@ -185,19 +188,16 @@ def test_links_back_up_and_the_output_folder_are_not_inputs(tmp_path, models, ca
     assert list(jobs_of(source / "edge-out")["jobs"]) == [str(source / "a.mp4")]
 
 
-def test_an_unexpected_error_in_one_input_stops_only_that_input(tmp_path, models, monkeypatch, capsys):
-    from edge.run import jobs as run_jobs
-
+def test_an_unexpected_error_in_one_input_stops_only_that_input(tmp_path, models):
     for name in "ab":
         clip(tmp_path / "in" / f"{name}.mp4")
-    real = run_jobs.run_one
-    monkeypatch.setattr(run_jobs, "run_one", lambda info, *a, **k: (1 / 0) if info.path.endswith("a.mp4")
-                        else real(info, *a, **k))
-    assert main([str(tmp_path / "in"), "--model", models.planet(), "--out", str(tmp_path / "out"), "--quiet"]) == 7
+    summaries = run([str(tmp_path / "in")], RunOptions(models=[models.planet()], out=str(tmp_path / "out")),
+                    progress=stopping_at("a.mp4", ZeroDivisionError))
+    assert [s.status for s in summaries] == ["failed", "done"]
+    assert summaries[0].error.startswith("internal error, ZeroDivisionError") and summaries[0].exit_code == 1
     jobs = jobs_of(tmp_path / "out")["jobs"]
     assert [j["state"] for j in jobs.values()] == ["failed", "done"]
     assert "internal error, ZeroDivisionError" in jobs[str(tmp_path / "in" / "a.mp4")]["error"]
-    assert "internal error" in capsys.readouterr().err
 
 
 def test_reruns_rebuild_the_manifest_and_keep_each_inputs_folder(tmp_path, models, capsys):

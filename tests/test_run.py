@@ -213,17 +213,21 @@ def test_a_model_given_twice_is_a_usage_error(tmp_path, models, capsys):
     assert "given twice" in capsys.readouterr().err
 
 
-def test_opencv_threads_are_off_during_a_cpu_run_and_restored_after(tmp_path, models, monkeypatch):
-    from edge.run import one
+def test_opencv_threads_are_off_during_a_cpu_run_and_restored_after(tmp_path, models):
+    from edge.api import run as run_api
+    from edge.run.options import RunOptions
 
-    seen = []
-    real = one.Pipeline.start
-    monkeypatch.setattr(one.Pipeline, "start", lambda self: (seen.append(cv2.getNumThreads()), real(self)))
-    before = cv2.getNumThreads()
+    seen = set()
     clip = tmp_path / "c.mp4"
     make_clip(clip, [square(H, W, 10, 10)] * 3, fps=3)
-    assert run(clip, "--model", models.biwi(), "--out", tmp_path / "out", "--quiet") == 0
-    assert seen == [1] and cv2.getNumThreads() == before
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(3)  # what the run must put back, whatever this machine's cores
+    try:
+        run_api([str(clip)], RunOptions(models=[models.biwi()], out=str(tmp_path / "out")),
+                progress=lambda key, written, expected: seen.add(cv2.getNumThreads()))
+        assert seen == {1} and cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def test_fixed_batch_graph_gets_padded_chunks(tmp_path, models):
