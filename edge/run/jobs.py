@@ -2,6 +2,7 @@
 and run one at a time or `--jobs` side by side, sharing the loaded models."""
 
 import concurrent.futures
+import dataclasses
 import functools
 import os
 import signal
@@ -21,7 +22,7 @@ from ..pipeline import POLL_S
 from ..resume import Checkpoints, fingerprint, key_of
 from .models import Model, load_models
 from .one import earlier_differences, finished, now_iso, run_identity, run_one
-from .options import RunOptions, Settings
+from .options import RunOptions
 from .signals import signals_raise
 from .summary import RunSummary
 from .stages import draws_on_host
@@ -29,7 +30,7 @@ from .stages import draws_on_host
 
 def load_jobs(options: RunOptions, manifest, *, progress, notice, ort_threads: int | None = None) -> "Jobs":
     """The models loaded (`ort_threads`: onnxruntime's, where the options leave them open), the
-    settings they imply, and a Jobs to run inputs with them."""
+    options with the batch and upload they imply, and a Jobs to run inputs with them."""
     o = options
     loaded = load_models(o.models, o.task_names, backend=o.backend, device=o.device, threads=o.ort_threads or ort_threads,
                          batch=o.batch, precision=o.precision, notice=notice)
@@ -43,10 +44,8 @@ def load_jobs(options: RunOptions, manifest, *, progress, notice, ort_threads: i
         # On CPU tensors, cv2's conversion on the host beat torch's (720p camvid: 21.3 against
         # 13.3 frames/s); on a GPU, planes halve the bytes and spare the host the conversion.
         upload = "planes" if device_path.cuda else "rgb"
-    settings = Settings(batch=o.batch or loaded[0].backend.default_batch, decoder=o.decoder, stride=o.stride,
-                        sample_fps=o.sample_fps, start_s=o.start_s, end_s=o.end_s, precision=o.precision,
-                        checkpoint_s=o.checkpoint_s, upload=upload, frames_on=o.frames_on, options=o.task_options)
-    return Jobs(loaded, settings, manifest, stream=o.stream, lone=False, device_path=device_path,
+    resolved = dataclasses.replace(o, batch=o.batch or loaded[0].backend.default_batch, upload=upload)
+    return Jobs(loaded, resolved, manifest, stream=o.stream, lone=False, device_path=device_path,
                 progress=progress, notice=notice)
 
 
@@ -74,7 +73,7 @@ class Jobs:
     """The inputs of one run, each planned, then run, with the manifest kept up to date."""
 
     models: list[Model]
-    settings: Settings
+    options: RunOptions  # with the batch and upload the models imply
     manifest: Manifest
     stream: int
     lone: bool  # a lone input's error is the run's error; of several, each fails on its own
@@ -103,7 +102,7 @@ class Jobs:
             return Plan(job, folder, known=known)
         if info.video_streams > 1:
             self.notice(f"{info.path} has {info.video_streams} video streams; reading stream {info.stream} (--stream)")
-        identity = run_identity(info, self.models, self.settings)
+        identity = run_identity(info, self.models, self.options)
         done = None if force else finished(folder, self.models, resume_key=key_of(identity))
         if done is not None:
             if self.lone:  # of several, they are counted in one line (skipped_notice)
@@ -117,7 +116,7 @@ class Jobs:
         """Its encoder and its checkpoints (resumed or replaced); a UsageError is the whole run's."""
         info = plan.info
         on_gpu = any(m.backend.device.startswith("cuda") for m in self.models)
-        plan.encoder = writer.pick_encoder(self.settings.options.encoder, on_gpu=on_gpu, size=(info.width, info.height))
+        plan.encoder = writer.pick_encoder(self.options.task_options.encoder, on_gpu=on_gpu, size=(info.width, info.height))
         x264 = plan.encoder == "libx264" and any(tasks.writes_overlay(m.contract.task) for m in self.models)
         plan.checkpoints = Checkpoints(plan.folder, plan.identity, {m.folder_name: m.contract.task for m in self.models},
                                        encoder_threads=self.codec_threads if x264 else None)
@@ -179,7 +178,7 @@ class Jobs:
         key = plan.job.key
         self.manifest.update(key, state="running", started_at=now_iso(), finished_at=None)
         try:
-            summary = run_one(plan.info, self.models, plan.checkpoints, self.settings, device_path=self.device_path,
+            summary = run_one(plan.info, self.models, plan.checkpoints, self.options, device_path=self.device_path,
                               encoder=plan.encoder, progress=self.report(key), codec_threads=self.codec_threads,
                               cancel=self.cancel)
         except (Interrupted, KeyboardInterrupt):
@@ -207,7 +206,7 @@ class Jobs:
     @functools.cached_property
     def command_key(self) -> str:
         """What, besides the input, makes a run the same run, as a key."""
-        return key_of({"models": {m.folder_name: m.sha256 for m in self.models}, "settings": self.settings.record(),
+        return key_of({"models": {m.folder_name: m.sha256 for m in self.models}, "settings": self.options.record(),
                        "edge": __version__})
 
     def failed(self, job: InputJob, folder: Path, err: Exception) -> RunSummary:

@@ -18,7 +18,7 @@ from ..pipeline import Pipeline, Stage
 from ..resume import Checkpoints, fingerprint, key_of
 from ..sinks import Staging, write_json
 from .models import Model, model_record
-from .options import Settings
+from .options import RunOptions
 from .signals import signals_deferred
 from .summary import FrameCounts, ModelRecord, Resumed, RunSummary, Seconds, StoppedEarly
 from .stages import Outputs, Tally, batch_frames, cannot_write, infer, pixels_for, postprocess, write_sinks
@@ -57,12 +57,12 @@ def earlier_differences(folder: Path, models: list[Model], identity: dict) -> li
     return sorted(differences) or None
 
 
-def run_identity(info: media.VideoInfo, models: list[Model], settings: Settings) -> dict:
+def run_identity(info: media.VideoInfo, models: list[Model], options: RunOptions) -> dict:
     """What must be the same for a run to be resumed, or recognised as already done."""
     return {"input": {**fingerprint(info.path), "stream": info.stream},
             "models": {m.folder_name: {"sha256": m.sha256, "backend": m.backend.name, "device": m.backend.device}
                        for m in models},
-            "settings": settings.record(), "edge": __version__}
+            "settings": options.record(), "edge": __version__}
 
 
 def finished(folder: Path, models: list[Model], *, resume_key: str) -> RunSummary | None:
@@ -84,13 +84,13 @@ def finished(folder: Path, models: list[Model], *, resume_key: str) -> RunSummar
                                  "models": {name: record["model"] for name, record in records.items()}})
 
 
-def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints, settings: Settings, *,
+def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints, options: RunOptions, *,
             device_path: DevicePath | None, encoder: str, progress, codec_threads: int | None = None,
             cancel: threading.Event | None = None) -> RunSummary:
     """One input through the stages into its output folders; its summary, as in its run.json."""
     started_at = datetime.datetime.now(datetime.timezone.utc)
     clock = (time.perf_counter(), time.process_time())
-    s = dataclasses.replace(settings, options=dataclasses.replace(settings.options, encoder=encoder))
+    s = dataclasses.replace(options, task_options=dataclasses.replace(options.task_options, encoder=encoder))
     resumed = checkpoints.resumed
     tally = Tally(**resumed.position) if resumed else Tally()
     before = Tally(written=tally.written, processed=tally.processed)  # a resumed run's own figures count after
@@ -119,7 +119,7 @@ def run_one(info: media.VideoInfo, models: list[Model], checkpoints: Checkpoints
     return summary
 
 
-def input_stages(info: media.VideoInfo, models: list[Model], s: Settings, checkpoints: Checkpoints,
+def input_stages(info: media.VideoInfo, models: list[Model], s: RunOptions, checkpoints: Checkpoints,
                  stagings: dict[str, Staging], tally: Tally, stats: media.DecodeStats,
                  device_path: DevicePath | None, codec_threads: int | None) -> list[Stage]:
     """decode → preprocess → infer → postprocess → sinks, for this input and these models."""
@@ -136,12 +136,12 @@ def input_stages(info: media.VideoInfo, models: list[Model], s: Settings, checkp
             threads=codec_threads)),
         Stage("preprocess", lambda frames: batch_frames(frames, models, s.batch, device_path)),
         Stage("infer", lambda batches: infer(batches, models, device_path)),
-        Stage("postprocess", lambda batches: postprocess(batches, models, s.options, resumed, device_path)),
+        Stage("postprocess", lambda batches: postprocess(batches, models, s.task_options, resumed, device_path)),
         Stage("sinks", lambda batches: write_sinks(batches, models, stagings, tally, outputs)),
     ]
 
 
-def run_pipeline(stages: list[Stage], info: media.VideoInfo, s: Settings, tally: Tally, progress,
+def run_pipeline(stages: list[Stage], info: media.VideoInfo, s: RunOptions, tally: Tally, progress,
                  cancel: threading.Event | None) -> None:
     """The stages run to the end, reporting progress; InputError when no frame came through."""
     pipeline = Pipeline(stages)
@@ -161,7 +161,7 @@ def run_pipeline(stages: list[Stage], info: media.VideoInfo, s: Settings, tally:
         raise InputError(f"{info.path}: no frame could be decoded; the file is damaged, or try --decoder pyav")
 
 
-def summary_of(info: media.VideoInfo, models: list[Model], s: Settings, tally: Tally, before: Tally,
+def summary_of(info: media.VideoInfo, models: list[Model], s: RunOptions, tally: Tally, before: Tally,
                stats: media.DecodeStats, stages: list[Stage], checkpoints: Checkpoints,
                device_path: DevicePath | None, encoder: str, started_at: datetime.datetime,
                clock: tuple[float, float], stagings: dict[str, Staging]) -> RunSummary:

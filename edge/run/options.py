@@ -1,5 +1,4 @@
-"""What a run is given besides its inputs (RunOptions, checked when made), and what of it shapes
-the outputs once the models are loaded (Settings, a run's identity)."""
+"""What a run is given besides its inputs (RunOptions, checked when made), and the checks on it."""
 
 import dataclasses
 import math
@@ -40,7 +39,7 @@ class RunOptions:
     precision: Precision | None = None
     task_options: tasks.Options = tasks.Options()
     checkpoint_s: float = CHECKPOINT_S
-    upload: Upload = "auto"
+    upload: Upload | None = "auto"  # None once the models are loaded and frames stay on the host
     frames_on: FramesOn = "auto"
     jobs: int = 1  # inputs side by side
     ray: str | None = None  # a Ray cluster's address, or auto
@@ -57,6 +56,14 @@ class RunOptions:
         check_options(batch=self.batch, options=self.task_options, checkpoint_s=self.checkpoint_s,
                       upload=self.upload, jobs=self.jobs, ray=self.ray, ray_cpus=self.ray_cpus)
 
+    def record(self) -> dict:
+        """What shapes the outputs, once the models are loaded and the batch and upload are the
+        ones they imply (run.jobs.load_jobs): part of a run's identity, kept in run.json."""
+        return {"decoder": self.decoder, "batch": self.batch, "stride": self.stride, "sample_fps": self.sample_fps,
+                "start_s": self.start_s, "end_s": self.end_s, **dataclasses.asdict(self.task_options),
+                "precision": self.precision, "checkpoint_s": self.checkpoint_s, "upload": self.upload,
+                "frames_on": self.frames_on}
+
     @property
     def cuda(self) -> bool:
         """Whether its models run on a GPU."""
@@ -64,30 +71,7 @@ class RunOptions:
         return backends.default_device("tensorrt" if engines else self.backend, self.device).startswith("cuda")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything besides the inputs and models that shapes a run's outputs."""
-
-    batch: int
-    decoder: str = "pyav"
-    stride: int = 1
-    sample_fps: float | None = None
-    start_s: float | None = None
-    end_s: float | None = None
-    precision: str | None = None
-    checkpoint_s: float = CHECKPOINT_S
-    upload: str | None = None  # how frames go to a device: I420 planes or RGB; None: they stay on the host
-    frames_on: str = "auto"  # where frames meet the models (device.for_models)
-    options: tasks.Options = tasks.Options()
-
-    def record(self) -> dict:
-        return {"decoder": self.decoder, "batch": self.batch, "stride": self.stride, "sample_fps": self.sample_fps,
-                "start_s": self.start_s, "end_s": self.end_s, **dataclasses.asdict(self.options),
-                "precision": self.precision, "checkpoint_s": self.checkpoint_s, "upload": self.upload,
-                "frames_on": self.frames_on}
-
-
-def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S, upload: str = "auto", jobs: int = 1,
+def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S, upload: str | None = "auto", jobs: int = 1,
                   ray: str | None = None, ray_cpus: int | None = None) -> None:
     """UsageError for the first option out of range, or options that cannot go together."""
     if batch is not None and batch < 1:
@@ -103,7 +87,8 @@ def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S, upload: str = "a
         raise UsageError(f"--min-duration must be 0 or more seconds, got {options.min_duration_s}")
     if not 0 < checkpoint_s < math.inf:
         raise UsageError(f"--checkpoint-every must be a positive number of seconds, got {checkpoint_s}")
-    check_choice("upload", upload, UPLOADS)
+    if upload is not None:
+        check_choice("upload", upload, UPLOADS)
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
     if ray_cpus is not None and ray is None:

@@ -20,7 +20,7 @@ from ..geometry import Preprocessor, planes_size
 from ..resume import Checkpoint, Checkpoints
 from ..sinks import Staging
 from .models import Model
-from .options import Settings
+from .options import RunOptions
 
 
 
@@ -201,7 +201,7 @@ class Outputs:
     """What the sinks stage needs to know besides the models and their staging folders."""
 
     video: media.VideoInfo
-    settings: Settings
+    options: RunOptions
     start_s: float  # output times are input times minus this
     checkpoints: Checkpoints
     device_path: DevicePath | None = None
@@ -223,19 +223,19 @@ def cannot_write(folder: Path, err: OSError) -> OutputError:
 
 
 def _write_sinks(batches, models, stagings, tally: Tally, outputs: Outputs):
-    video, settings, checkpoints = outputs.video, outputs.settings, outputs.checkpoints
+    video, options, checkpoints = outputs.video, outputs.options, outputs.checkpoints
     resumed = checkpoints.resumed
     # unselected frames show the latest result
     held = dict(resumed.held) if resumed else {m.folder_name: None for m in models}
     # checkpoints fall after the batch that reaches each multiple of this many frames
-    every = max(1, round(settings.checkpoint_s * (video.fps or media.IMAGE_SEQUENCE_FPS)))
+    every = max(1, round(options.checkpoint_s * (video.fps or media.IMAGE_SEQUENCE_FPS)))
     next_checkpoint = (tally.written // every + 1) * every
     with ExitStack() as stack:
         sinks = {}
         for model in models:
             name = model.folder_name
-            ctx = tasks.SinkContext(stagings[name].dir, model.contract, video, settings.options, outputs.start_s,
-                                    settings.end_s, outputs.device_path.device if outputs.device_path else None,
+            ctx = tasks.SinkContext(stagings[name].dir, model.contract, video, options.task_options, outputs.start_s,
+                                    options.end_s, outputs.device_path.device if outputs.device_path else None,
                                     outputs.codec_threads)
             sinks[name] = tasks.module(model.contract.task).sinks(ctx)
             if resumed:
@@ -270,9 +270,9 @@ def sinks_alone(batches: list[Batch], model: Model, folder: Path, video: media.V
                 *, end_s: float | None = None) -> None:
     """The sinks stage by itself, as a run takes it (checkpoints included), over one model's
     postprocessed batches, into `folder`: what edge-bench times of it."""
-    settings = Settings(batch=len(batches[0].frames), end_s=end_s, options=options)
+    run_options = RunOptions(batch=len(batches[0].frames), end_s=end_s, task_options=options)
     checkpoints = Checkpoints(folder, {}, {model.folder_name: model.contract.task})
-    outputs = Outputs(video, settings, max(0.0, video.start_s), checkpoints)
+    outputs = Outputs(video, run_options, max(0.0, video.start_s), checkpoints)
     for _ in write_sinks(iter(batches), [model], {model.folder_name: Staging(folder / model.folder_name)}, Tally(),
                          outputs):
         pass

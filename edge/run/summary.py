@@ -73,7 +73,7 @@ class RunSummary:
     frames: FrameCounts | None = None
     stopped_early: StoppedEarly | None = None
     resumed: Resumed | None = None
-    options: dict | None = None  # every option that shapes the outputs (run.options.Settings.record)
+    options: dict | None = None  # every option that shapes the outputs (run.options.RunOptions.record)
     frames_on: str | None = None  # "host", or the torch device frames went to
     encoder: str | None = None  # of the overlay videos, where there are any
     seconds: Seconds | None = None
