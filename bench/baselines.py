@@ -138,7 +138,7 @@ def hand_loop(model_path: str, device: str):
 
 def learn_predict(learner_path: str, contract: Contract):
     """`frame_to_result` of the lesson's loop: `learn.predict` on each RGB frame."""
-    from export.exporter import infer_task, load_learner
+    from export.learner import infer_task, load_learner
 
     learn = load_learner(learner_path)
     task = infer_task(learn)

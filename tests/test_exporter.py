@@ -35,7 +35,7 @@ from edge.backends.torch_backend import TorchBackend  # noqa: E402
 from edge.cli import main as edge_run  # noqa: E402
 from edge.errors import ModelError  # noqa: E402
 from edge.model import parse  # noqa: E402
-from export import exporter  # noqa: E402
+from export import exporter, learner  # noqa: E402
 from tests.makers_clips import make_clip, square  # noqa: E402
 
 CAMVID_SIZE = (40, 56)  # not a multiple of 32: the U-Net resizes back to it inside, frozen by the trace
@@ -175,11 +175,11 @@ def contract_of(path):
 
 def test_learners_load_though_their_dataset_functions_are_gone(learners, capsys):
     for task, name in (("camvid", "notebook_helpers.get_msk"), ("planet", "__main__.get_tags")):
-        learn = exporter.load_learner(learners[task])
+        learn = learner.load_learner(learners[task])
         assert isinstance(learn.model, torch.nn.Module)
         assert name in capsys.readouterr().err
     with pytest.raises(ModelError, match="notebook_helpers.get_msk is not importable"):
-        exporter.placeholder("notebook_helpers", "get_msk")(Path("x.png"))
+        learner.placeholder("notebook_helpers", "get_msk")(Path("x.png"))
 
 
 @pytest.mark.parametrize("task", ["camvid", "planet", "biwi"])
@@ -288,7 +288,7 @@ def test_planet_thresholds_are_fitted_on_labelled_validation_images(learners, tm
 def test_the_input_size_is_what_fastai_fed_at_validation(learners, item, batch, expected):
     block = DataBlock(blocks=(ImageBlock, PointBlock), get_y=get_ctr, item_tfms=item, batch_tfms=batch)
     dls = block.dataloaders(sorted((learners["biwi"].parent / "biwi").glob("*.png")), bs=2, num_workers=0)
-    assert exporter.input_size(dls) == expected
+    assert learner.input_size(dls) == expected
     assert dls.valid.one_batch()[0].shape[-2:] == expected[0]
 
 

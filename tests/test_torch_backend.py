@@ -23,7 +23,7 @@ from edge.backends.torch_backend import CONTRACT_FILE, TorchBackend  # noqa: E40
 from edge.errors import ModelError, UsageError  # noqa: E402
 from edge.model import Contract, parse  # noqa: E402
 from edge.run.models import check_io  # noqa: E402
-from export.exporter import strip_retyping  # noqa: E402
+from export.learner import strip_retyping  # noqa: E402
 from export.onnx_export import ContractWrapper, export_onnx  # noqa: E402
 from export.torch_program import save_program  # noqa: E402
 
