@@ -37,11 +37,8 @@ def earlier_differences(folder: Path, models: list[Model], identity: dict) -> li
     finished outputs are there to be replaced."""
     settings, differences = identity["settings"], set()
     for m in models:
-        try:
-            record = json.loads((folder / m.folder_name / "run.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if record.get("status") != "done":
+        record = run_record(folder / m.folder_name)
+        if record is None or record.get("status") != "done":
             continue
         earlier = record.get("options", {})
         # "auto" was resolved when the earlier run picked its encoder
@@ -70,17 +67,15 @@ def finished(folder: Path, models: list[Model], *, resume_key: str) -> RunSummar
     with the status "skipped"."""
     records = {}
     for m in models:
-        try:
-            record = json.loads((folder / m.folder_name / "run.json").read_text())
-        except (OSError, ValueError):
-            return None
-        if record.get("status") != "done" or record.get("resume_key") != resume_key:
+        record = run_record(folder / m.folder_name)
+        if record is None or record.get("status") != "done" or record.get("resume_key") != resume_key:
             return None
         if not all((folder / m.folder_name / name).exists() for name in record["files"]):
             return None
         records[m.folder_name] = record
     summary = {k: v for k, v in next(iter(records.values())).items() if k not in ("model", "files")}
-    return RunSummary.from_json({**summary, "status": "skipped", "outputs": {name: str(folder / name) for name in records},
+    outputs = {name: str(folder / name) for name in records}
+    return RunSummary.from_json({**summary, "status": "skipped", "outputs": outputs,
                                  "models": {name: record["model"] for name, record in records.items()}})
 
 
@@ -259,17 +254,19 @@ def record_stop(stagings: dict, info: media.VideoInfo, err: BaseException, tally
     for staging in stagings.values():
         try:
             earlier = [p.name for p in staging.out_dir.iterdir() if not p.name.startswith(".")]
-            if not earlier or (earlier == ["run.json"] and _status(staging.out_dir / "run.json") != "done"):
+            if not earlier or (earlier == ["run.json"] and (run_record(staging.out_dir) or {}).get("status") != "done"):
                 write_json(staging.out_dir / "run.json", record)
         except OSError:
             pass  # the record is a courtesy: the error the user sees is the one being raised
 
 
-def _status(run_json: Path) -> str | None:
+def run_record(folder: Path) -> dict | None:
+    """The run.json an earlier run left in an output folder, or None where there is none to read."""
     try:
-        return json.loads(run_json.read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
+        record = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def stopped_early(info: media.VideoInfo, last_time_s: float | None, end_s: float | None) -> StoppedEarly | None:

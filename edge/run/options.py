@@ -1,4 +1,4 @@
-"""What a run is given besides its inputs (RunOptions, checked when made), and the checks on it."""
+"""What a run is given besides its inputs: RunOptions, checked when made."""
 
 import dataclasses
 import math
@@ -53,8 +53,7 @@ class RunOptions:
         object.__setattr__(self, "task_names", tuple(self.task_names))
         media.check_read_options(decoder=self.decoder, start_s=self.start_s, end_s=self.end_s, stride=self.stride,
                                  sample_fps=self.sample_fps, stream=self.stream)
-        check_options(batch=self.batch, options=self.task_options, checkpoint_s=self.checkpoint_s,
-                      upload=self.upload, jobs=self.jobs, ray=self.ray, ray_cpus=self.ray_cpus)
+        self._check()
 
     def record(self) -> dict:
         """What shapes the outputs, once the models are loaded and the batch and upload are the
@@ -64,34 +63,33 @@ class RunOptions:
                 "precision": self.precision, "checkpoint_s": self.checkpoint_s, "upload": self.upload,
                 "frames_on": self.frames_on}
 
+    def _check(self) -> None:
+        """UsageError for the first option out of range, or options that cannot go together."""
+        if self.batch is not None and self.batch < 1:
+            raise UsageError(f"--batch must be 1 or more, got {self.batch}")
+        task = self.task_options
+        if not 0 <= task.alpha <= 1:
+            raise UsageError(f"--alpha must be between 0 and 1, got {task.alpha}")
+        if task.threshold is not None and not 0 <= task.threshold <= 1:
+            raise UsageError(f"--threshold must be between 0 and 1, got {task.threshold}")
+        if task.preset not in writer.X264_PRESETS:
+            raise UsageError(f"--preset {task.preset!r} is not an x264 preset; "
+                             f"allowed: {', '.join(writer.X264_PRESETS)}")
+        if task.min_duration_s < 0:
+            raise UsageError(f"--min-duration must be 0 or more seconds, got {task.min_duration_s}")
+        if not 0 < self.checkpoint_s < math.inf:
+            raise UsageError(f"--checkpoint-every must be a positive number of seconds, got {self.checkpoint_s}")
+        if self.upload is not None:
+            check_choice("upload", self.upload, UPLOADS)
+        if not isinstance(self.jobs, int) or self.jobs < 1:
+            raise UsageError(f"--jobs must be 1 or more, got {self.jobs!r}")
+        if self.ray_cpus is not None and self.ray is None:
+            raise UsageError("--ray-cpus goes with --ray: it is the CPUs each Ray worker reserves")
+        if self.ray_cpus is not None and (not isinstance(self.ray_cpus, int) or self.ray_cpus < 1):
+            raise UsageError(f"--ray-cpus must be 1 or more, got {self.ray_cpus!r}")
+
     @property
     def cuda(self) -> bool:
         """Whether its models run on a GPU."""
         engines = any(path.endswith(".engine") for path in self.models)
         return backends.default_device("tensorrt" if engines else self.backend, self.device).startswith("cuda")
-
-
-def check_options(*, batch, options, checkpoint_s=CHECKPOINT_S, upload: str | None = "auto", jobs: int = 1,
-                  ray: str | None = None, ray_cpus: int | None = None) -> None:
-    """UsageError for the first option out of range, or options that cannot go together."""
-    if batch is not None and batch < 1:
-        raise UsageError(f"--batch must be 1 or more, got {batch}")
-    if not 0 <= options.alpha <= 1:
-        raise UsageError(f"--alpha must be between 0 and 1, got {options.alpha}")
-    if options.threshold is not None and not 0 <= options.threshold <= 1:
-        raise UsageError(f"--threshold must be between 0 and 1, got {options.threshold}")
-    if options.preset not in writer.X264_PRESETS:
-        raise UsageError(f"--preset {options.preset!r} is not an x264 preset; "
-                         f"allowed: {', '.join(writer.X264_PRESETS)}")
-    if options.min_duration_s < 0:
-        raise UsageError(f"--min-duration must be 0 or more seconds, got {options.min_duration_s}")
-    if not 0 < checkpoint_s < math.inf:
-        raise UsageError(f"--checkpoint-every must be a positive number of seconds, got {checkpoint_s}")
-    if upload is not None:
-        check_choice("upload", upload, UPLOADS)
-    if not isinstance(jobs, int) or jobs < 1:
-        raise UsageError(f"--jobs must be 1 or more, got {jobs!r}")
-    if ray_cpus is not None and ray is None:
-        raise UsageError("--ray-cpus goes with --ray: it is the CPUs each Ray worker reserves")
-    if ray_cpus is not None and (not isinstance(ray_cpus, int) or ray_cpus < 1):
-        raise UsageError(f"--ray-cpus must be 1 or more, got {ray_cpus!r}")
