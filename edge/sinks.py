@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import i420
 from .device import host_rgb
 from .errors import OutputError
 from .frames import Frame
@@ -95,10 +96,21 @@ class OverlaySink:
         return self
 
     def write(self, frame: Frame, result) -> None:
-        self.writer.write(host_rgb(frame) if result is None else self.draw(frame, result), frame.pts_s)
+        self.writer.write(picture(frame) if result is None else self.draw(frame, result), frame.pts_s)
 
     def __exit__(self, *exc):
         return self.writer.__exit__(*exc)
+
+
+def picture(frame: Frame) -> np.ndarray:
+    """The frame as the writer takes it, converting nothing: I420 planes where the decoder gave
+    them, else RGB."""
+    return frame.planes if frame.planes is not None else host_rgb(frame)
+
+
+def frame_planes(frame: Frame) -> np.ndarray:
+    """The frame's I420 planes (edge/i420.py), to draw on."""
+    return frame.planes if frame.planes is not None else i420.from_rgb(host_rgb(frame))
 
 
 class CsvSink:

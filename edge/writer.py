@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import av
-import cv2
 import numpy as np
 
+from . import i420
 from .errors import OutputError, UsageError
 from .files import durable_size, open_resumable
 from .choices import Encoder, check_choice, words
@@ -120,8 +120,8 @@ class VideoWriter:
         # x264's 4:2:0 needs even sizes and H.264 can only crop in 2-pixel steps, so an odd side
         # is padded by one replicated row/column: the output is 1 px larger there, but plays
         # everywhere (4:4:4 would keep the size but not the players).
-        self._pad = ((0, height % 2), (0, width % 2), (0, 0))
         self._size = (width + width % 2, height + height % 2)
+        self._planes_shape = (self._size[1] * 3 // 2, self._size[0])
         self._time_base = Fraction(time_base)
         self._start_s, self._end_s = start_s, end_s
         self._encoder_name = encoder
@@ -157,18 +157,20 @@ class VideoWriter:
         else:
             self._drop_log()
 
-    def write(self, rgb: np.ndarray, pts_s: float) -> None:
-        """Encode one HxWx3 uint8 RGB frame shown at `pts_s` seconds of the input."""
-        if rgb.shape != self._shape or rgb.dtype != np.uint8:
-            raise ValueError(f"expected a {self._shape} uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+    def write(self, picture: np.ndarray, pts_s: float) -> None:
+        """Encode one frame shown at `pts_s` seconds of the input: HxWx3 uint8 RGB, or the I420
+        planes x264 takes (edge/i420.py; of the size grown to even sides, as RGB is), which
+        spares a colour conversion."""
+        if picture.dtype != np.uint8 or picture.shape not in (self._shape, self._planes_shape):
+            raise ValueError(f"expected a {self._shape} uint8 RGB image or {self._planes_shape} uint8 I420 planes, "
+                             f"got {picture.shape} {picture.dtype}")
         # mp4 needs strictly increasing times; the first frame starts at 0 at the earliest.
         pts = max(round((pts_s - self._start_s) / self._time_base), self._last_pts + 1)
         if self._last_pts >= 0:
             self._step = pts - self._last_pts
         self._last_pts = pts
-        if self._pad[0][1] or self._pad[1][1]:
-            rgb = np.pad(rgb, self._pad, mode="edge")
-        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+        planes = picture if picture.ndim == 2 else i420.from_rgb(picture)
+        frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
         frame.pts = pts
         frame.time_base = self._time_base
         if self._encoder is None:

@@ -65,16 +65,17 @@ class Tally:
 
 
 def pixels_for(task_names, *, on_device: bool = False, upload: str | None = "rgb") -> str:
-    """What the decoder must give. On the host: every frame's RGB when a task draws an overlay,
-    else only the selected frames', as I420 planes that preprocessing converts at the model's
-    size. To a device, frames go as planes (half the bytes, converted there) or RGB (`upload`),
-    every frame where an overlay is drawn there, but RGB for all where one is drawn on the host."""
+    """What the decoder must give. On the host: I420 planes, which preprocessing converts at the
+    model's size and overlays are drawn on (edge/i420.py), of every frame when a task draws an
+    overlay, else of the selected ones. To a device, frames go as planes (half the bytes,
+    converted there) or RGB (`upload`), every frame where an overlay is drawn there, but RGB for
+    all where one is drawn on the host."""
     task_names = set(task_names)
     overlays = any(map(tasks.writes_overlay, task_names))
-    if draws_on_host(task_names) or (overlays and not on_device):
-        return "all"
     if not on_device:
-        return "planes"
+        return "all_planes" if overlays else "planes"
+    if draws_on_host(task_names):
+        return "all"
     # what is left draws its overlay on the device, from every frame
     if upload == "planes":
         return "all_planes" if overlays else "planes"
@@ -86,10 +87,14 @@ def draws_on_host(task_names) -> bool:
     return any(tasks.writes_overlay(task) and not tasks.module(task).DRAWS_ON_DEVICE for task in task_names)
 
 
-def batch_frames(frames, models: list[Model], size: int, device_path: DevicePath | None = None):
+def batch_frames(frames, models: list[Model], size: int, device_path: DevicePath | None = None, *,
+                 rgb_first: bool = False):
     """Group frames so each batch holds `size` selected ones; preprocess those once per distinct
     model input (models that agree on size and normalization share it), on the host or, given
-    a device path, on the device."""
+    a device path, on the device. `rgb_first`: a frame's planes are converted whole before
+    resizing, as when overlays had every frame decoded to RGB, so that drawing on planes
+    (pixels "all_planes") changes no model input; resizing planes first differs within a level
+    or two where colours clip."""
     preprocessors = {}
     for model in models:
         preprocessors.setdefault(model.preprocess_key, Preprocessor(model.contract))
@@ -99,18 +104,18 @@ def batch_frames(frames, models: list[Model], size: int, device_path: DevicePath
         pending.append(frame)
         selected += frame.selected
         if selected == size:
-            yield _prepare(pending, preprocessors, device_path)
+            yield _prepare(pending, preprocessors, device_path, rgb_first)
             pending, selected = [], 0
     if pending:
-        yield _prepare(pending, preprocessors, device_path)
+        yield _prepare(pending, preprocessors, device_path, rgb_first)
 
 
-def _prepare(frames: list[Frame], preprocessors: dict, device_path: DevicePath | None) -> Batch:
+def _prepare(frames: list[Frame], preprocessors: dict, device_path: DevicePath | None, rgb_first: bool) -> Batch:
     batch = Batch(frames)
     if device_path is not None:
         _prepare_on_device(batch, preprocessors, device_path)
         return batch
-    images = [f.image if f.image is not None else f.planes for f in batch.selected]
+    images = [host_rgb(f) if rgb_first or f.planes is None else f.planes for f in batch.selected]
     if images:
         sizes = [image.shape[:2] if image.ndim == 3 else planes_size(image) for image in images]
         for key, prep in preprocessors.items():

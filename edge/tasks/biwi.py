@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 
 from ..errors import ModelError
-from ..sinks import OverlaySink
+from .. import i420
+from ..sinks import OverlaySink, frame_planes
 from ..files import durable_size, open_resumable
 
 TRAIL_S = 1.0  # the overlay's trail shows this many seconds of the smoothed track
@@ -98,14 +99,16 @@ class Decoder:
 
 
 def sinks(ctx) -> list:
-    return [TrackSink(ctx), OverlaySink(ctx, Trail())]
+    return [TrackSink(ctx), OverlaySink(ctx, Trail(ctx.video.height))]
 
 
 class Trail:
-    """Draws the point and the last TRAIL_S seconds of the smoothed track."""
+    """Draws the point and the last TRAIL_S seconds of the smoothed track, on the frame's I420
+    planes: only the patch around the marks is drawn in RGB (edge/i420.py)."""
 
-    def __init__(self):
+    def __init__(self, frame_height: int):
         self.points: deque[tuple[float, Point]] = deque()
+        self.radius = max(3, frame_height // 100)
 
     def state(self) -> dict:
         return {"points": [[t, p.x, p.y, p.x_smooth, p.y_smooth] for t, p in self.points]}
@@ -114,18 +117,25 @@ class Trail:
         self.points = deque((t, Point(*values)) for t, *values in state["points"])
 
     def __call__(self, frame, point: Point) -> np.ndarray:
-        image, t = frame.image, frame.pts_s
+        t = frame.pts_s
         if frame.selected:  # an unselected frame shows the held point, already in the trail
             self.points.append((t, point))
         while self.points and self.points[0][0] < t - TRAIL_S:
             self.points.popleft()
-        out = image.copy()
-        radius = max(3, image.shape[0] // 100)
-        trail = np.array([[p.x_smooth, p.y_smooth] for _, p in self.points], np.int32)
-        cv2.polylines(out, [trail], False, (255, 220, 0), max(1, radius // 2), cv2.LINE_AA)
-        cv2.circle(out, (round(point.x), round(point.y)), radius, (255, 0, 0), -1, cv2.LINE_AA)
-        cv2.circle(out, (round(point.x_smooth), round(point.y_smooth)), radius * 2, (0, 255, 0), 2, cv2.LINE_AA)
+        trail = np.array([[p.x_smooth, p.y_smooth] for _, p in self.points], np.int32).reshape(-1, 2)
+        marks = np.array([[round(point.x), round(point.y)], [round(point.x_smooth), round(point.y_smooth)]])
+        corners = np.concatenate([trail, marks])
+        reach = 2 * self.radius + 3  # the ring's radius and width, and a pixel of antialiasing
+        box = (*(corners.min(axis=0) - reach), *(corners.max(axis=0) + reach + 1))
+        out = frame_planes(frame).copy()
+        i420.draw_in_rgb(out, box, lambda rgb, corner: self._draw(rgb, trail - corner, marks - corner))
         return out
+
+    def _draw(self, image: np.ndarray, trail: np.ndarray, marks: np.ndarray) -> None:
+        radius = self.radius
+        cv2.polylines(image, [trail.astype(np.int32)], False, (255, 220, 0), max(1, radius // 2), cv2.LINE_AA)
+        cv2.circle(image, tuple(int(v) for v in marks[0]), radius, (255, 0, 0), -1, cv2.LINE_AA)
+        cv2.circle(image, tuple(int(v) for v in marks[1]), radius * 2, (0, 255, 0), 2, cv2.LINE_AA)
 
 
 class TrackSink:

@@ -1,0 +1,93 @@
+"""Drawing on frames as the encoder takes them: I420 planes, one (h*3/2, w) uint8 array.
+
+An overlay blended in RGB costs two colour conversions of every frame (the decoder's I420 to RGB,
+then RGB to I420 for x264), more than the blend itself. Both are avoidable: cv2's RGB to I420
+takes each 2x2 block's chroma from its top-left pixel, its I420 to RGB repeats a chroma sample
+over its block, and the conversion is affine, so blending Y at every pixel and U, V at each
+block's top-left pixel gives the RGB blend, converted, within rounding (and RGB's clipping of
+colours outside its gamut). Marks (text, lines, circles) are drawn in RGB, as before, on a patch
+around them converted there and back: what is drawn is the same, and the rest of the frame is
+never touched.
+"""
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+def planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y (h, w), U and V (h/2, w/2) planes of a C-contiguous I420 array."""
+    if not i420.flags.c_contiguous:
+        raise ValueError("I420 planes must be one C-contiguous array")
+    rows, width = i420.shape
+    height = rows * 2 // 3
+    flat = i420.reshape(-1)
+    luma = height * width
+    chroma = luma // 4
+    return (flat[:luma].reshape(height, width), flat[luma:luma + chroma].reshape(height // 2, width // 2),
+            flat[luma + chroma:].reshape(height // 2, width // 2))
+
+
+def size(i420: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the frame."""
+    return i420.shape[0] * 2 // 3, i420.shape[1]
+
+
+def even(image: np.ndarray) -> np.ndarray:
+    """An image (RGB, or a class map) with an odd side grown by one replicated row or column, as
+    4:2:0 needs (and as the writer pads it)."""
+    height, width = image.shape[:2]
+    if height % 2 == 0 and width % 2 == 0:
+        return image
+    return np.pad(image, ((0, height % 2), (0, width % 2), *[(0, 0)] * (image.ndim - 2)), mode="edge")
+
+
+def from_rgb(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(even(rgb), cv2.COLOR_RGB2YUV_I420)
+
+
+def colours(rgb: np.ndarray) -> np.ndarray:
+    """(n, 3) uint8 RGB colours as (n, 3) uint8 Y, U, V, asked of cv2's own conversion: one 2x2
+    block of each colour."""
+    rgb = np.asarray(rgb, np.uint8).reshape(-1, 3)
+    blocks = np.repeat(np.repeat(rgb[None], 2, axis=0), 2, axis=1)  # 2 x 2n image
+    y, u, v = planes(cv2.cvtColor(np.ascontiguousarray(blocks), cv2.COLOR_RGB2YUV_I420))
+    return np.stack([y[0, ::2], u[0], v[0]], axis=1)
+
+
+def blend(i420: np.ndarray, mask: np.ndarray, palette_yuv: np.ndarray, alpha: float, *,
+          keep: int | None = None) -> np.ndarray:
+    """A new I420 frame: each pixel mixed with its class's colour, `alpha` of the colour, as
+    cv2.addWeighted mixes RGB. `mask` is the frame's (h, w) uint8 class ids, `palette_yuv` a
+    (256, 3) table; pixels of class `keep` are left as they are."""
+    out = np.empty_like(i420)
+    mask = even(mask)
+    small = np.ascontiguousarray(mask[::2, ::2])  # the pixels whose chroma cv2 keeps
+    tables = np.ascontiguousarray(palette_yuv.T)
+    for plane, target, ids, table in zip(planes(i420), planes(out), (mask, small, small), tables):
+        colour = cv2.LUT(ids, table)
+        cv2.addWeighted(plane, 1 - alpha, colour, alpha, 0, dst=target)
+        if keep is not None:
+            cv2.copyTo(plane, (ids == keep).view(np.uint8), target)  # four times np.copyto's speed
+    return out
+
+
+def draw_in_rgb(i420: np.ndarray, box: tuple[int, int, int, int], draw: Callable[[np.ndarray, tuple[int, int]], None]
+                ) -> None:
+    """Draw on the frame, in place, in RGB: `draw(rgb, (x0, y0))` gets the patch
+    [x0, x1) x [y0, y1) that holds `box` (x0, y0, x1, y1), widened to whole chroma blocks and
+    cut to the frame, and the patch's corner, to subtract from frame coordinates."""
+    y, u, v = planes(i420)
+    height, width = y.shape
+    x0, y0 = max(box[0], 0) // 2 * 2, max(box[1], 0) // 2 * 2
+    x1, y1 = min(box[2] + box[2] % 2, width), min(box[3] + box[3] % 2, height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    patch = np.empty(((y1 - y0) * 3 // 2, x1 - x0), np.uint8)
+    chroma = (slice(y0 // 2, y1 // 2), slice(x0 // 2, x1 // 2))
+    for source, target in zip((y[y0:y1, x0:x1], u[chroma], v[chroma]), planes(patch)):
+        target[:] = source
+    rgb = cv2.cvtColor(patch, cv2.COLOR_YUV2RGB_I420)
+    draw(rgb, (x0, y0))
+    for target, drawn in zip((y[y0:y1, x0:x1], u[chroma], v[chroma]), planes(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420))):
+        target[:] = drawn
