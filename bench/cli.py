@@ -7,6 +7,9 @@ postprocessing, each sink with its encoding), then the whole pipeline, then two 
 same frames and model: a hand-written OpenCV + onnxruntime loop, and fastai's `learn.predict`
 frame by frame (with `--learner`). Writes report.md, report.json and two plots into --out.
 
+`edge-bench VIDEO --host` measures edge's host side instead (decode, colour conversion, drawing,
+encoding), with models that cost almost nothing, against FFmpeg on the same clip (bench/host.py).
+
 A figure whose repeats disagree, or during which other work took a share of the cores, is
 measured again, and one that stays so is marked unreliable, with why; so is a headline above its
 ceiling, or one measured on a machine already busy before the run (see bench/reliability.py).
@@ -31,7 +34,7 @@ from edge.run.stages import batch_frames, pixels_for
 from edge.errors import EdgeError, InputError, ModelError, OutputError, UsageError, last_line, user_line
 from edge.model import TASKS, Contract, file_sha256, parse
 
-from . import analysis, baselines, memory, remeasure, report, stages
+from . import analysis, baselines, host, memory, remeasure, report, stages
 from .measure import LoadMeter, idle_load, machine
 from .progress import Progress
 from .reliability import RunLoad
@@ -39,6 +42,7 @@ from .stages import Unavailable, model_file
 
 BENCH_BACKENDS = tuple(b for b in backends.BACKENDS if b != "auto")
 BEFORE_S = 0.5  # how long the machine is watched, idle, before the first measurement
+FRAMES = 200  # the model benchmark's --frames; --host's is the whole clip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,12 +61,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=",".join(backends.PRECISIONS), help="comma-separated: fp32,fp16")
     p.add_argument("--device", help="cpu or cuda (default: each backend's own: cuda for tensorrt, else cpu)")
     p.add_argument("--threads", type=int, help="onnxruntime/torch intra-op threads (default: edge's)")
-    p.add_argument("--frames", type=int, default=200, help="first N frames of VIDEO (default 200)")
+    p.add_argument("--frames", type=int, help=f"first N frames of VIDEO (default {FRAMES}; with --host, every frame)")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats per figure (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before them (default 1)")
     p.add_argument("--memory-loops", type=int, default=0, metavar="K",
                    help="also measure peak memory over the whole VIDEO and VIDEO looped K times")
     p.add_argument("--compare", metavar="OLD.json", help="show the change against an earlier report.json")
+    p.add_argument("--host", action="store_true",
+                   help="measure edge's host side with free models against FFmpeg on VIDEO, instead of a model")
+    p.add_argument("--host-sizes", default="", metavar="WxH,...",
+                   help="with --host, also on copies of VIDEO scaled to these sizes (e.g. 1280x720,1920x1080)")
     p.add_argument("--out", default="edge-bench", metavar="DIR", help="where the report goes (default edge-bench/)")
     p.add_argument("--quiet", action="store_true", help="no progress")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         with signals_raise():
-            path = bench(args, argv if argv is not None else sys.argv[1:])
+            path = (host.bench if args.host else bench)(args, argv if argv is not None else sys.argv[1:])
     except EdgeError as err:
         if args.debug:
             traceback.print_exc()
@@ -128,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check(args) -> Plan:
+    if args.host_sizes:
+        raise UsageError("--host-sizes goes with --host")
+    if args.frames is None:
+        args.frames = FRAMES
     plan = Plan(listed("--backends", args.backends, BENCH_BACKENDS),
                 listed("--precision", args.precision, backends.PRECISIONS), listed("--batch", args.batch, kind=int))
     for name, value, least in (("--frames", args.frames, 1), ("--repeat", args.repeat, 1),
@@ -302,9 +314,9 @@ def bench_model(s: Subject, args, info, plan: Plan, work: Path, progress: Progre
 
 def decodes(pixels: str) -> list[tuple[str, str]]:
     """(decoder, kind) measured: each decoder without and with RGB, and PyAV the way the
-    pipeline reads when it only needs planes."""
+    pipeline reads on the host, as planes."""
     kinds = [(decoder, kind) for decoder in media.DECODERS for kind in ("decode", "decode + RGB")]
-    return kinds + [("pyav", "decode + planes")] if pixels == "planes" else kinds
+    return kinds + [("pyav", "decode + planes")] if pixels in ("planes", "all_planes") else kinds
 
 
 def inference(setup, s: Subject, args, plan: Plan, result: dict, progress, opencv) -> list[tuple]:

@@ -415,8 +415,8 @@ def test_progress_counts_each_step_once_without_jumps(tmp_path, clip, models, ca
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
     steps = [line for line in lines if "measuring again" not in line]
     # tensorrt, unavailable here, is found so before the first step: its inference and pipeline are not counted
-    assert steps[0] == "[1/17] biwi.onnx: decode (pyav)" and steps[-1] == "[17/17] biwi.onnx: peak memory"
-    assert [int(line[1:line.index("/")]) for line in steps] == list(range(1, 18))
+    assert steps[0] == "[1/18] biwi.onnx: decode (pyav)" and steps[-1] == "[18/18] biwi.onnx: peak memory"
+    assert [int(line[1:line.index("/")]) for line in steps] == list(range(1, 19))
     step = None
     for line in lines:  # a figure measured again is told under its step's number and name
         if "measuring again" in line:

@@ -1,0 +1,153 @@
+"""edge-bench --host on a tiny clip: the free models compute what they claim under the default
+models' contracts, and the report holds one row per size and work item with sane figures
+(never their speed); the options it refuses, and a machine without ffmpeg."""
+
+import dataclasses
+import json
+import shutil
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from bench import cli, free_models, host, report
+from edge.errors import UsageError
+from edge.model import parse
+from tests.makers_clips import make_clip, square
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the ffmpeg command is not installed")
+FRAMES = 24
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.mp4"
+    make_clip(path, [square(120, 160, 40, 4 * i, size=16, rgb=(200, 90, 30)) for i in range(FRAMES)], fps=25)
+    return str(path)
+
+
+def metadata(path) -> dict[str, str]:
+    return dict(ort.InferenceSession(str(path)).get_modelmeta().custom_metadata_map)
+
+
+def infer(path, contract, rgb: np.ndarray) -> np.ndarray:
+    """The model's raw output for a batch of RGB images, fed as edge feeds its contract."""
+    if contract.channel_order == "BGR":
+        rgb = rgb[..., ::-1]
+    x = rgb
+    if contract.input_format == "float32_nchw":
+        x = ((rgb / 255 - np.array(contract.mean)) / np.array(contract.std)).transpose(0, 3, 1, 2).astype(np.float32)
+    return ort.InferenceSession(str(path)).run(None, {"pixels": x})[0]
+
+
+VARIANTS = {  # the defaults' contracts, and each the other way round where the contract allows
+    "default": {},
+    "other": {"input_format": "float32_nchw", "channel_order": "BGR", "point_convention": "xy_pixels"},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("task", ["camvid", "planet", "biwi"])
+def test_free_models_compute_what_they_claim(tmp_path, task, variant):
+    contract = free_models.free_contract(task)
+    if variant != "default":
+        other = {"camvid": "logits", "planet": "logits", "biwi": "points"}[task]
+        contract = dataclasses.replace(contract, output=other, **VARIANTS[variant])
+    path = free_models.write(contract, tmp_path / f"{task}.onnx")
+    h, w = contract.input_size
+    rgb = np.random.default_rng(0).integers(0, 256, (3, h, w, 3), dtype=np.uint8)
+    rgb[0, 0, 0, 0], rgb[1, 0, 0, 0] = 0, 255  # planet's corner pixel at both ends
+    y = infer(path, contract, rgb)
+    red = rgb[..., 0].astype(np.int64)
+    if task == "camvid":
+        ids = y.argmax(axis=1) if contract.output == "logits" else y
+        assert ids.shape == (3, h, w) and np.array_equal(ids, red * len(contract.classes) // 256)
+    elif task == "planet":
+        k = len(contract.classes)
+        want = np.clip(red[:, :1, 0] / 255 + np.arange(k) / (k - 1) - 0.5, 0, 1)
+        got = 1 / (1 + np.exp(-y)) if contract.output == "logits" else y
+        assert got.shape == (3, k)
+        assert np.allclose(got, np.clip(want, free_models.LOGIT_EPS, 1 - free_models.LOGIT_EPS)
+                           if contract.output == "logits" else want, atol=1e-4)
+        passed = got >= np.array(contract.thresholds)
+        assert passed.any() and not passed.all()  # some tags pass, some do not
+    else:
+        centre = rgb[:, h // 2, w // 2, :2] / 255
+        want = centre * 2 - 1 if contract.point_convention == "xy_minus1_1" else centre * [w, h]
+        assert y.shape == (3, 2) and np.allclose(y, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("task", ["camvid", "planet", "biwi"])
+def test_free_models_carry_the_default_contract_and_are_cached(tmp_path, task):
+    path = free_models.free_model(task, tmp_path)
+    mine, default = parse(metadata(path)), free_models.default_contract(task)
+    assert mine.producer == free_models.PRODUCER
+    assert dataclasses.replace(mine, producer=default.producer, producer_version=default.producer_version) == default
+    built = path.stat().st_mtime_ns
+    assert free_models.free_model(task, tmp_path) == path and path.stat().st_mtime_ns == built
+    path.write_bytes(b"not onnx")  # a broken file is built again
+    assert parse(metadata(free_models.free_model(task, tmp_path))) == mine
+
+
+def test_without_onnx_the_free_models_say_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(UsageError, match="pip install onnx"):
+        free_models.free_model("camvid", tmp_path)
+
+
+@needs_ffmpeg
+def test_host_report_has_a_row_per_size_and_work_item(tmp_path, clip):
+    out = tmp_path / "report"
+    code = cli.main([clip, "--host", "--repeat", "1", "--host-sizes", "320x240", "--out", str(out), "--quiet"])
+    assert code == 0
+    assert {"report.md", "report.json", "fps.png"} <= {p.name for p in out.iterdir()}
+    r = json.loads((out / "report.json").read_text())
+    assert [(row["size"], row["item"]) for row in r["rows"]] == [
+        (size, item.name) for size in ("160x120", "320x240") for item in host.ITEMS]
+    for row in r["rows"]:
+        assert row["frames"] == FRAMES
+        for side in (row["ffmpeg"], row["edge"]):
+            assert side["fps"] > 0 and side["cpu_ms_per_frame"] > 0 and len(side["rounds_s"]) == 1
+            assert side["fps"] == pytest.approx(FRAMES / side["wall_s"], rel=1e-2)
+        assert row["ratio"] == pytest.approx(row["ffmpeg"]["wall_s"] / row["edge"]["wall_s"], rel=1e-2)
+        assert row["met"] is (None if row["goal"] is None else row["ratio"] >= row["goal"])
+        assert set(row["stage_busy_ms_per_frame"]) >= {"decode", "infer", "sinks"}
+        assert "native pools" in row["thread_cpu_ms_per_frame"]
+        assert row["processed"] == (1 if row["item"] == "planet --fps 1" else FRAMES)  # 0.96 s of video
+    assert [s["size"] for s in r["sampling"]] == ["160x120", "320x240"]
+    assert r["ffmpeg"].startswith("ffmpeg version") and r["machine"]["cores"] >= 1
+    md = (out / "report.md").read_text()
+    assert report.machine_name(r["machine"]) in md and r["ffmpeg"] in md
+    assert md.count("| 320x240 | camvid | transcode | 24 |") == 1
+    assert (out / "clip-320x240.mp4").is_file()  # the scaled copy, kept beside the report
+
+
+@needs_ffmpeg
+def test_host_frames_limits_both_sides(tmp_path, clip):
+    out = tmp_path / "report"
+    assert cli.main([clip, "--host", "--repeat", "1", "--frames", "10", "--out", str(out), "--quiet"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert {row["frames"] for row in r["rows"]} == {10}
+    assert "-frames:v 10" in r["commands"]["transcode"] and r["frames_limit"] == 10
+
+
+def test_without_ffmpeg_the_error_is_one_line_exit_2(tmp_path, clip, monkeypatch, capsys):
+    monkeypatch.setattr(host.shutil, "which", lambda name: None)
+    assert cli.main([clip, "--host", "--out", str(tmp_path / "r")]) == UsageError.exit_code
+    err = capsys.readouterr().err
+    assert err == f"edge-bench: error: {host.FFMPEG_MISSING}\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--host", "--task", "camvid"], "it takes no --task"),
+    (["--host", "--model", "m.onnx"], "it takes no --model"),
+    (["--host", "--host-sizes", "1280by720"], "--host-sizes takes comma-separated WIDTHxHEIGHT"),
+    (["--host", "--host-sizes", "321x240"], "--host-sizes takes comma-separated WIDTHxHEIGHT, even"),
+    (["--host", "--repeat", "0"], "--repeat must be 1 or more"),
+    (["--host", "--frames", "0"], "--frames must be 1 or more"),
+    (["--task", "camvid", "--host-sizes", "320x240"], "--host-sizes goes with --host"),
+])
+def test_options_that_do_not_go_with_host_are_refused(tmp_path, clip, capsys, args, message):
+    assert cli.main([clip, *args, "--out", str(tmp_path / "r")]) == UsageError.exit_code
+    assert message in capsys.readouterr().err
