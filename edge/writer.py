@@ -1,4 +1,6 @@
-"""Video out: RGB frames to H.264 in an mp4 that carries the input's audio, resumable.
+"""Video out: frames (I420 planes or RGB) to H.264 in an mp4 that carries the input's audio
+(edge/audio.py), resumable; encoded in a thread of its own (edge/background.py), so the caller
+draws the next frame meanwhile.
 
 Encoded packets go first to a log beside the output, and the mp4 is muxed from that log, with
 the audio, when the writer closes without an exception. The log is what lets a run resume:
@@ -21,10 +23,11 @@ import av
 import numpy as np
 
 from . import i420
+from .audio import AudioTrack, has_audio
+from .background import Background
 from .errors import OutputError, UsageError
 from .files import durable_size, open_resumable
 from .choices import Encoder, check_choice, words
-from .container import DecodeStats, audio_stream, open_input, read_packets
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast",
@@ -34,8 +37,6 @@ ENCODERS = words(Encoder)
 # NVENC's presets, p1 (fastest) to p7 (best), for the x264 preset names edge takes
 NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
                  "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7"}
-# Audio codecs the mp4 muxer takes as they are; anything else is re-encoded to AAC.
-MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
 
 _SMPTE170M = 6
 _LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
@@ -130,8 +131,9 @@ class VideoWriter:
                          if encoder == "libx264"
                          # constant quality, as x264's crf: without b=0 FFmpeg caps NVENC at 2 Mb/s
                          else {"preset": NVENC_PRESETS[preset], "rc": "vbr", "cq": str(crf), "b": "0"})
-        self._audio_from = os.fspath(audio_from) if audio_from is not None and _has_audio(audio_from) else None
+        self._audio_from = os.fspath(audio_from) if audio_from is not None and has_audio(os.fspath(audio_from)) else None
         self._encoder = None  # opened by the first frame after the start or a checkpoint
+        self._background = None  # the encoding thread, started by the first frame
         self._resumable = resume is not None
         state = resume or {"bytes": 0, "last_pts": -1, "step": 0}
         self._last_pts = state["last_pts"]
@@ -150,8 +152,10 @@ class VideoWriter:
                 self._log.close()
                 self._mux()
         except BaseException:
+            self._stop_encoding()
             self._drop_log()
             raise
+        self._stop_encoding()
         if exc_type is None:
             os.unlink(self._log_path)
         else:
@@ -169,6 +173,14 @@ class VideoWriter:
         if self._last_pts >= 0:
             self._step = pts - self._last_pts
         self._last_pts = pts
+        if self._background is None:
+            self._background = Background(self._encode, name="edge-encoder")
+        # the caller draws the next frame while this one is encoded; it never changes a picture
+        # it handed on (drawing makes a new one)
+        self._background.put((picture, pts, self._step))
+
+    def _encode(self, item: tuple[np.ndarray, int, int]) -> None:
+        picture, pts, step = item
         planes = picture if picture.ndim == 2 else i420.from_rgb(picture)
         frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
         frame.pts = pts
@@ -176,7 +188,7 @@ class VideoWriter:
         if self._encoder is None:
             self._encoder = self._configure(av.CodecContext.create(self._encoder_name, "w"))
             self._encoder.flags |= _GLOBAL_HEADER
-        self._log_packets(self._encoder.encode(frame))
+        self._log_packets(self._encoder.encode(frame), step)
 
     def checkpoint(self) -> dict:
         """End the encoder's stretch and make everything so far durable; returns the `resume=`
@@ -197,16 +209,24 @@ class VideoWriter:
         return ctx
 
     def _end_encoder(self) -> None:
+        if self._background is not None:
+            self._background.drain()
         if self._encoder is not None:
-            self._log_packets(self._encoder.encode(None))
+            self._log_packets(self._encoder.encode(None), self._step)
             self._encoder = None
 
-    def _log_packets(self, packets: list[av.Packet]) -> None:
+    def _stop_encoding(self) -> None:
+        """The encoding thread stops, dropping what it still holds (after a failure)."""
+        if self._background is not None:
+            self._background.close()
+
+    def _log_packets(self, packets: list[av.Packet], step: int) -> None:
+        """`step`: the pts interval up to the frame whose encoding gave these packets."""
         try:
             for packet in packets:
                 # x264 leaves durations at 0 and mp4 then gives the last frame 1/24 s (PyAV's
                 # default rate); the latest interval is the best guess, exact for constant rates.
-                self._log.write(_PACKET.pack(packet.pts, packet.duration or self._step, packet.is_keyframe,
+                self._log.write(_PACKET.pack(packet.pts, packet.duration or step, packet.is_keyframe,
                                              packet.size))
                 self._log.write(bytes(packet))
         except OSError as err:
@@ -226,7 +246,7 @@ class VideoWriter:
             self._configure(video.codec_context)
             video.time_base = self._time_base
             if self._audio_from is not None:
-                audio = _AudioTrack.open(out, self._audio_from, self._start_s, self._end_s, self._mux_packet(out))
+                audio = AudioTrack.open(out, self._audio_from, self._start_s, self._end_s, self._mux_packet(out))
             for packet in _logged_packets(self._log_path, self._time_base):
                 packet.stream = video
                 self._mux_packet(out)(packet)
@@ -287,122 +307,3 @@ def _logged_packets(path: str, time_base: Fraction) -> Iterator[av.Packet]:
             packet.pts, packet.dts, packet.duration, packet.time_base = pts, decode_time - shift, duration, time_base
             packet.is_keyframe = bool(keyframe)
             yield packet
-
-
-def _has_audio(path) -> bool:
-    with open_input(os.fspath(path)) as source:
-        return audio_stream(source) is not None
-
-
-class _AudioTrack:
-    """Moves the audio of [start_s, end_s) from an input file into the output, in step with
-    the video so the muxer never has to hold more than a moment of either."""
-
-    @classmethod
-    def open(cls, out, path: str, start_s: float, end_s: float | None, mux: Callable):
-        """The track for the first audio stream of `path`, or None when it has none."""
-        source = open_input(path)
-        try:
-            if audio_stream(source) is not None:
-                return cls(out, source, start_s, end_s, mux)
-        except BaseException:
-            source.close()
-            raise
-        source.close()
-        return None
-
-    def __init__(self, out, source, start_s: float, end_s: float | None, mux: Callable):
-        self._in = source
-        self._mux = mux
-        self._start_s = start_s
-        self._end_s = end_s
-        self._src = audio_stream(source)
-        self._copy = self._src.codec_context.codec.canonical_name in MP4_AUDIO_COPY
-        if self._copy:
-            self._dst = out.add_stream_from_template(self._src)
-            self._shift = round(start_s / self._src.time_base)
-        else:
-            src = self._src.codec_context
-            rates = av.Codec("aac", "w").audio_rates
-            rate = src.sample_rate if src.sample_rate in rates else 48000
-            layout = "mono" if src.layout.nb_channels == 1 else "stereo"
-            self._dst = out.add_stream("aac", rate=rate, layout=layout)
-            self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=1024)
-            self._samples = None  # output pts in samples, set by the first frame
-        self._packets = read_packets(self._in, self._src, DecodeStats())  # damage ends the audio, not the run
-        self._last_dts = None
-        self._next = self._read()
-
-    def mux_until(self, t_s: float | None) -> None:
-        """Mux the packets that start at or before output time `t_s` (None: all)."""
-        while self._next is not None and (t_s is None or self._time(self._next) - self._start_s <= t_s):
-            self._move(self._next)
-            self._next = self._read()
-
-    def finish(self) -> None:
-        self.mux_until(None)
-        if not self._copy:
-            self._encode(self._decode(None))
-            self._encode([None])  # drain the resampler
-            for packet in self._dst.encode(None):
-                self._mux(packet)
-        self.close()
-
-    def close(self) -> None:
-        self._in.close()
-
-    def _read(self) -> av.Packet | None:
-        for packet in self._packets:
-            if packet is None or packet.pts is None or not packet.size:
-                continue
-            t = self._time(packet)
-            if self._end_s is not None and t >= self._end_s:
-                break
-            # `<`, not `<=`: AAC's priming packet ends exactly at 0 and the decoder needs it
-            # (mp4 hides it again with an edit list).
-            if t + float((packet.duration or 0) * self._src.time_base) < self._start_s:
-                continue
-            return packet
-        return None
-
-    def _move(self, packet: av.Packet) -> None:
-        if self._copy:
-            packet.stream = self._dst
-            packet.pts -= self._shift
-            if packet.dts is not None:
-                packet.dts -= self._shift
-            # A damaged file's audio times can go backwards; the muxer refuses those (and then
-            # the whole file), so such a packet is dropped: a moment of sound, not the run.
-            dts = packet.dts if packet.dts is not None else packet.pts
-            if self._last_dts is not None and dts <= self._last_dts:
-                return
-            self._last_dts = dts
-            # A damaged packet the muxer refuses (an ADTS header gone bad) is a moment of sound;
-            # a disk that fails arrives as an OutputError, which is no FFmpegError, and stops the run.
-            with contextlib.suppress(av.FFmpegError):
-                self._mux(packet)
-        else:
-            self._encode(self._decode(packet))
-
-    def _decode(self, packet: av.Packet | None) -> list[av.AudioFrame]:
-        try:
-            return self._src.decode(packet)
-        except av.FFmpegError:
-            return []  # a damaged audio packet costs a moment of sound, not the whole run
-
-    def _encode(self, frames: list[av.AudioFrame | None]) -> None:
-        for frame in frames:
-            if frame is not None and self._samples is None:
-                # Starts at 0 at the earliest: a packet that straddles start_s is kept whole.
-                t = frame.time if frame.time is not None else self._start_s
-                self._samples = max(0, round((t - self._start_s) * self._dst.rate))
-            for chunk in self._resampler.resample(frame):
-                # Count samples rather than trust input times: the encoder needs them gapless.
-                chunk.pts = self._samples
-                chunk.time_base = Fraction(1, self._dst.rate)
-                self._samples += chunk.samples
-                for out_packet in self._dst.encode(chunk):
-                    self._mux(out_packet)
-
-    def _time(self, packet: av.Packet) -> float:
-        return float(packet.pts * self._src.time_base)
