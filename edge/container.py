@@ -20,6 +20,11 @@ TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")
 MAX_CORRUPT_TIMES = 1000
 
 
+# Reading ahead to the next keyframe holds a group of pictures in memory: a group longer than
+# this (a stream with few or no keyframes) is cut there, which makes it one the reader decodes whole.
+MAX_GOP_PACKETS = 600
+
+
 # A sample aspect ratio outside this is a damaged header, not a real camera's pixels.
 SANE_SAR = (0.25, 4.0)
 
@@ -64,7 +69,8 @@ class VideoInfo:
 class DecodeStats:
     """Counts filled in while `read_frames` runs.
 
-    `decoded` counts every frame out of the decoder, in range or not. `corrupt` counts
+    `decoded` counts every frame out of the decoder, in range or not; where sparse selection let
+    the reader pass frames over undecoded (decode.sparsely), only those it decoded. `corrupt` counts
     packets the decoder rejected (skipped) plus frames it flagged as damaged (still yielded,
     with the errors concealed); `corrupt_times_s` keeps the first MAX_CORRUPT_TIMES times.
     """
@@ -94,6 +100,29 @@ def read_packets(container, stream, stats) -> Iterator[av.Packet | None]:
             yield None
             return
         yield packet
+
+
+def groups_of_pictures(packets) -> Iterator[list]:
+    """The packets in groups that each start at a keyframe, in decode order, at most
+    MAX_GOP_PACKETS to a group (the rest of a longer one comes as the next group). What comes
+    before the first keyframe and what ends the stream (the flush packets, or None after a
+    demuxer failure) stay in the groups, so that the groups chained give back the packets as
+    they came."""
+    group = []
+    for packet in packets:
+        starts = packet is not None and packet.is_keyframe and packet.size
+        if group and (starts or len(group) >= MAX_GOP_PACKETS):
+            yield group
+            group = []
+        group.append(packet)
+    if group:
+        yield group
+
+
+def packet_time(packet: av.Packet) -> float:
+    """A packet's pts in seconds, computed as PyAV computes its decoded frame's `time`, so that
+    the two compare equal."""
+    return float(packet.pts) * packet.time_base.numerator / packet.time_base.denominator
 
 
 def stretch(sar) -> Fraction | None:

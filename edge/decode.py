@@ -7,6 +7,7 @@ logging, which prints them. Corrupt packets are counted in `DecodeStats` instead
 
 import collections
 import contextlib
+import copy
 import heapq
 import itertools
 import math
@@ -18,7 +19,8 @@ import numpy as np
 
 from .errors import InputError, UsageError
 from .frames import Frame
-from .container import BT601_SPACES, FULL_RANGE, displayed, open_input, quarter_turns, read_packets, stretch, video_stream
+from .container import (BT601_SPACES, FULL_RANGE, displayed, groups_of_pictures, open_input, packet_time,
+                        quarter_turns, read_packets, stretch, video_stream)
 
 
 REORDER_FRAMES = 4  # how far a file's frame times may be shuffled and still come out right
@@ -28,6 +30,17 @@ REORDER_FRAMES = 4  # how far a file's frame times may be shuffled and still com
 # bit in an MPEG-TS timestamp jumps hours ahead; mp4 cannot even store such a gap at 90 kHz).
 # Backwards, more than the reorder window (or 0.1 s) is one too: shuffled times move a frame or two.
 MAX_TIME_JUMP_S = 3600.0
+
+
+# Codecs whose keyframe packets start a picture that needs none before it, and whose packets
+# each hold one picture shown at the packet's time: a group of pictures can then be counted and
+# timed from its packets, and decoded only up to the last picture wanted (see sparsely).
+SPARSE_CODECS = frozenset({"h264", "hevc", "vp9", "av1", "mjpeg"})
+
+
+# Frame times closer than this are ones in_time_order would nudge apart: a group holding them is
+# decoded whole, so that they come out as a whole read gives them.
+MIN_STEP_S = 1e-5
 
 
 class Selector:
@@ -61,6 +74,12 @@ class Selector:
         self._due = math.floor(periods) + 1  # skip periods already passed, no burst
         return True
 
+    @property
+    def sparse(self) -> bool:
+        """Whether some frames go unselected, which a reader needing no pixels of those may
+        leave undecoded."""
+        return self._stride > 1 or self._sample_fps is not None
+
 
 def in_range(timed, start_s, end_s, select, resume_after: int = -1, usable=None) -> Iterator[tuple]:
     """The read loop every reader shares: of (index, time, picture) in order, those whose time
@@ -87,8 +106,17 @@ def pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_after
         if threads:
             stream.codec_context.thread_count = threads
         sar = stretch(stream.sample_aspect_ratio)
-        timed = of_one_size(in_time_order(deinterlaced(decoded(container, stream, stats), stream)), stats)
-        for frame_index, pts_s, frame, selected in in_range(timed, start_s, end_s, select, resume_after):
+        packets = read_packets(container, stream, stats)
+        skippable = stream.codec_context.codec.canonical_name in SPARSE_CODECS
+        # only the selected frames' pixels wanted, and some frames not selected: those need no decoding
+        if pixels in ("planes", "selected") and select.sparse and skippable:
+            chosen = sparsely(packets, stream, start_s, end_s, select, stats, resume_after)
+        else:
+            chosen = in_range(fully(packets, stream, stats), start_s, end_s, select, resume_after)
+        for frame_index, pts_s, frame, selected in chosen:
+            if frame is None:  # passed over undecoded, as no one needs its pixels
+                yield Frame(frame_index, pts_s, None, selected)
+                continue
             turns = quarter_turns(frame.rotation)
             wanted = selected or pixels in ("all", "all_planes")
             if pixels in ("planes", "all_planes") and wanted and sar is None and plain_i420(frame) and not turns:
@@ -102,11 +130,103 @@ def pyav_frames(path, start_s, end_s, select, pixels, stats, index, resume_after
             yield Frame(frame_index, pts_s, image, selected)
 
 
-def of_one_size(timed, stats) -> Iterator[tuple[int, float, av.VideoFrame]]:
-    """(index, time, frame) of the decoder's frames, the damaged ones counted; one of another size
-    than the first (a damaged header, decoded as a picture of another size) is left out."""
-    size = None
-    for index, (frame, pts_s) in enumerate(timed):
+def fully(packets, stream, stats, first: int = 0, size: tuple[int, int] | None = None) -> Iterator[tuple]:
+    """(index, time, frame) of every picture in the packets, decoded: in time order,
+    deinterlaced, of one size (`size`, or the first frame's), numbered from `first`."""
+    return of_one_size(in_time_order(deinterlaced(decoded(packets, stream, stats), stream)), stats, first, size)
+
+
+def sparsely(packets, stream, start_s, end_s, select, stats, resume_after) -> Iterator[tuple]:
+    """in_range's (index, time, frame, selected) for every frame, where only the frames yielded
+    selected are decoded, the others coming as None. Each group of pictures (a keyframe to the
+    next) is planned from its packets' times, then decoded up to the last picture it needs in
+    decode order (no picture refers to one decoded after it), or not at all. The stream's first
+    picture is always decoded: it tells the size, and whether the stream is interlaced (the
+    deinterlacer needs every frame). Where a group or the one after it is not what exact
+    skipping needs (see decode_times: the one after may refer back), or the decoder's frames are
+    not what its packets promised (see pictures_at), the rest is decoded whole from that group's
+    keyframe on: its times rise from the last group's, so a whole read's time checks hold
+    nothing there that a fresh start lacks. Damage inside a picture never decoded goes unseen:
+    a whole read would count it, and might drop that frame."""
+    groups = groups_of_pictures(packets)
+    group, index, last_s, size = next(groups, None), 0, None, None
+    while group is not None:
+        following = next(groups, None)
+        times = decode_times(group, last_s)
+        if times is None or (following is not None and decode_times(following, max(times)) is None):
+            break
+        before = copy.copy(select)  # to plan this group again in a whole read, should that be needed
+        shown = sorted(times)
+        planned = list(in_range(zip(itertools.count(index), shown, itertools.repeat(None)), start_s, end_s,
+                                select, resume_after))
+        needed = {t for _, t, _, chosen in planned if chosen} | ({shown[0]} if index == 0 else set())
+        pictures = pictures_at(stream, group, times, needed, size, stats)
+        if pictures is None:
+            select = before
+            break
+        size = size or (pictures[shown[0]].width, pictures[shown[0]].height)
+        yield from ((i, t, pictures[t] if chosen else None, chosen) for i, t, _, chosen in planned)
+        if end_s is not None and shown[-1] >= end_s:
+            return
+        group, index, last_s = following, index + len(times), shown[-1]
+    if group is not None:
+        rest = itertools.chain(group, following or [], itertools.chain.from_iterable(groups))
+        yield from in_range(fully(rest, stream, stats, index, size), start_s, end_s, select, resume_after)
+
+
+def decode_times(group: list, last_s: float | None) -> list[float] | None:
+    """Each picture's time in a group, in decode order, where its packets alone tell them: the
+    group starts at a keyframe that is shown first (so that none of its pictures refers to the
+    group before), no packet is damaged, discarded or without a time, and the times once sorted
+    rise from `last_s` by steps a whole read keeps as they are (see decoded and in_time_order).
+    Else None, and so after a demuxer failure (None), which a whole read decodes up to."""
+    coded = [p for p in group if p is not None and p.size]  # the stream's flush packets left out
+    if any(p is None for p in group) or not coded or not coded[0].is_keyframe:
+        return None
+    if any(p.pts is None or p.is_corrupt or p.is_discard for p in coded):
+        return None
+    times = [packet_time(p) for p in coded]
+    shown = sorted(times)
+    if shown[0] != times[0] or not all(map(math.isfinite, times)):
+        return None
+    rises = [b - a for a, b in itertools.pairwise(([] if last_s is None else [last_s]) + shown)]
+    return times if all(MIN_STEP_S < rise <= MAX_TIME_JUMP_S for rise in rises) else None
+
+
+def pictures_at(stream, group: list, times: list[float], needed: set[float], size: tuple[int, int] | None,
+                stats) -> dict[float, av.VideoFrame] | None:
+    """The group's pictures at the `needed` times, its packets decoded up to the last of those
+    in decode order, the decoder then drained and reset for the next group's keyframe. None
+    where the decoder does not give one whole progressive frame per packet sent, at the
+    packet's time, all of `size` (or of the first one's)."""
+    if not needed:
+        return {}
+    last = max(i for i, t in enumerate(times) if t in needed)
+    frames = []
+    try:
+        for packet in [p for p in group if p.size][: last + 1]:
+            frames += stream.decode(packet)
+        frames += stream.decode(None)
+    except av.FFmpegError:
+        return None
+    finally:
+        stream.codec_context.flush_buffers()
+    shown = sorted(times[: last + 1])
+    if [f.time for f in frames] != shown or any(f.is_corrupt or f.interlaced_frame for f in frames):
+        return None
+    size = size or (frames[0].width, frames[0].height)
+    if any((f.width, f.height) != size for f in frames):
+        return None
+    stats.decoded += len(frames)
+    return dict(zip(shown, frames))
+
+
+def of_one_size(timed, stats, first: int = 0,
+                size: tuple[int, int] | None = None) -> Iterator[tuple[int, float, av.VideoFrame]]:
+    """(index, time, frame) of the decoder's frames, numbered from `first`, the damaged ones
+    counted; one of another size than `size` or the first (a damaged header, decoded as a
+    picture of another size) is left out."""
+    for index, (frame, pts_s) in enumerate(timed, first):
         size = size or (frame.width, frame.height)
         if (frame.width, frame.height) != size:
             stats.add_corrupt(pts_s)
@@ -116,12 +236,12 @@ def of_one_size(timed, stats) -> Iterator[tuple[int, float, av.VideoFrame]]:
         yield index, pts_s, frame
 
 
-def decoded(container, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
-    """Frames in the decoder's output order with their own times; corrupt packets skipped."""
+def decoded(packets, stream, stats) -> Iterator[tuple[av.VideoFrame, float]]:
+    """The packets' frames in the decoder's output order with their own times; corrupt packets skipped."""
     rate = stream.average_rate or stream.guessed_rate
     step = 1 / float(rate) if rate else 0.0
     pts_s, offset_s = None, 0.0
-    for packet in read_packets(container, stream, stats):
+    for packet in packets:
         try:
             decoded = stream.decode(packet)  # None, after a demuxer failure, flushes the decoder
         except av.FFmpegError:

@@ -102,9 +102,11 @@ def read_frames(
     come with image=None, which skips their colour conversion, the costly part; with
     pixels="planes" the selected ones also skip it where they can, coming as I420 planes
     (Frame.planes; PyAV decoder, plain BT.601 yuv420p, no rotation), and with "all_planes"
-    every frame does. Frames up to index
-    `resume_after` are decoded but not yielded nor converted: selection, times and `stats`
-    then go on exactly as in a whole read, which a resumed run needs. Options are checked
+    every frame does. With "planes" or "selected" and some frames unselected, the PyAV decoder
+    decodes only what the selected frames need, where the codec and the file let that be exact
+    (decode.sparsely), and `stats.decoded` counts only what it decoded. Frames up to index
+    `resume_after` are not yielded nor converted: selection, times and `stats` (but for
+    `decoded`) then go on exactly as in a whole read, which a resumed run needs. Options are checked
     here; the file is opened on the first `next()`. `threads` caps PyAV's decoding threads
     (None: FFmpeg's own choice), for several decodes sharing a machine.
     """
