@@ -45,7 +45,13 @@ def _layers(text: str, scale: float, width: int, fill: tuple, outline: tuple) ->
 
 def text_box(text: str, origin: tuple[int, int], scale: float, width: int = 1) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1): the pixels outlined_text may change, uncut by the image's edges."""
-    (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, 1)
+    (text_w, text_h), baseline = _extent(text, scale)
     margin = width + 2  # antialiasing reaches a pixel past the glyphs
     return (origin[0] - margin, origin[1] - text_h - margin, origin[0] + text_w + margin,
             origin[1] + baseline + margin)
+
+
+@functools.lru_cache(maxsize=1024)
+def _extent(text: str, scale: float) -> tuple[tuple[int, int], int]:
+    """cv2.getTextSize, asked once per label: a legend measures its rows twice a frame."""
+    return cv2.getTextSize(text, FONT, scale, 1)
