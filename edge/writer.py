@@ -181,8 +181,7 @@ class VideoWriter:
 
     def _encode(self, item: tuple[np.ndarray, int, int]) -> None:
         picture, pts, step = item
-        planes = picture if picture.ndim == 2 else i420.from_rgb(picture)
-        frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        frame = _video_frame(picture if picture.ndim == 2 else i420.from_rgb(picture))
         frame.pts = pts
         frame.time_base = self._time_base
         if self._encoder is None:
@@ -284,6 +283,18 @@ class VideoWriter:
         if not self._resumable:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._log_path)
+
+
+def _video_frame(planes: np.ndarray) -> av.VideoFrame:
+    """I420 planes as a frame for the encoder: copied a plane at a time where FFmpeg's rows are
+    as wide as the picture (twice as fast as from_ndarray, which copies row by row)."""
+    height, width = i420.size(planes)
+    frame = av.VideoFrame(width, height, "yuv420p")
+    if any(plane.line_size != plane.width for plane in frame.planes):
+        return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+    for plane, values in zip(frame.planes, i420.planes(planes)):
+        plane.update(values)
+    return frame
 
 
 def _logged_packets(path: str, time_base: Fraction) -> Iterator[av.Packet]:
