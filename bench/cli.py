@@ -71,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
                    help="measure edge's host side with free models against FFmpeg on VIDEO, instead of a model")
     p.add_argument("--host-sizes", default="", metavar="WxH,...",
                    help="with --host, also on copies of VIDEO scaled to these sizes (e.g. 1280x720,1920x1080)")
+    p.add_argument("--host-device", choices=("cpu", "cuda"), help="with --host, edge's device path instead: the free "
+                   "models' torch programs on this device, frames sent there, overlays with NVENC where it opens")
     p.add_argument("--out", default="edge-bench", metavar="DIR", help="where the report goes (default edge-bench/)")
     p.add_argument("--quiet", action="store_true", help="no progress")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -136,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check(args) -> Plan:
-    if args.host_sizes:
-        raise UsageError("--host-sizes goes with --host")
+    for given in ("--host-sizes", "--host-device"):
+        if getattr(args, given[2:].replace("-", "_")):
+            raise UsageError(f"{given} goes with --host")
     if args.frames is None:
         args.frames = FRAMES
     plan = Plan(listed("--backends", args.backends, BENCH_BACKENDS),

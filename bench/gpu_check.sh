@@ -14,6 +14,11 @@
 #                     batches 1 to 16, with the pipeline against inference alone (report.md)
 #   agreement.md      fp16 against fp32 over the clip: camvid pixels, planet tags, biwi points
 #   upload.md         camvid's whole pipeline with frames sent to the GPU as I420 planes and as RGB
+#   host/             edge-bench --host --host-device cuda: edge's device path with free models (the
+#                     defaults' contracts, trivial graphs, built here with onnx and torch: camvid blends
+#                     on the GPU, overlays with NVENC) against FFmpeg encoding with the same encoder, on
+#                     the first 300 frames: the ceiling the host sets on this box (report.md); skipped,
+#                     saying so, where the machine has no ffmpeg command
 # and exits non-zero if a test failed or fp16 and fp32 disagree beyond the goals.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -100,7 +105,15 @@ for upload in ("planes", "rgb"):
 (out / "upload.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF
-rm -rf "$out/agreement"  # the outputs compared; agreement.md and .json keep the figures
+# The host's ceiling on this box: FFmpeg is the anchor, and this machine cannot install it if it lacks it.
+if command -v ffmpeg > /dev/null; then
+  python3 -m bench.cli "$clip" --host --host-device cuda --frames 300 --repeat 3 --quiet --out "$out/host" || status=1
+else
+  echo "host/: skipped: no ffmpeg command on this machine, which edge-bench --host measures edge against" \
+    | tee -a "$out/environment.txt"
+fi
+# the outputs compared (agreement.md and .json keep the figures), and the free models (bench/free_models.py builds them)
+rm -rf "$out/agreement" "$out/host/free-models"
 
 echo "gpu_check: ${SECONDS} s, exit ${status}" | tee -a "$out/environment.txt"
 exit $status

@@ -10,11 +10,18 @@ decode and encode alone, which is as fast as that work goes on this machine:
 - planet (tags, no video): against FFmpeg decoding alone; and planet at --fps 1 beside it, to
   see what sampling saves.
 
+With --host-device cpu|cuda, edge takes its device path instead, as on a GPU box: the free
+models' torch programs run on that device, frames go there (camvid blends there), and overlays
+use the encoder edge picks (NVENC on a GPU where it opens, else x264); FFmpeg's anchors encode
+with that same encoder, so the ratio compares like with like. On cpu it is the same code on CPU
+tensors, which is what the tests run.
+
 Each work item runs in rounds that alternate FFmpeg and edge, so that a change in the machine's
 load falls on both; the median round counts. With --host-sizes, copies of the clip scaled to
 each size are made first, and every item runs on each.
 """
 
+import dataclasses
 import resource
 import shutil
 import statistics
@@ -25,26 +32,26 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge import api, media
+from edge import api, media, tasks, writer
 from edge.errors import InputError, OutputError, UsageError
 from edge.run.options import RunOptions
 from edge.run.summary import RunSummary
 
 from . import host_report
 from .host_report import SAMPLING_GOAL, Figures, Report, Row, Sampling
-from .free_models import free_model
+from .free_models import free_model, program_of
 from .measure import machine
 from .progress import Progress
 
 FFMPEG_MISSING = "edge-bench --host needs the ffmpeg command: apt-get install ffmpeg"
+NEEDS_TORCH = "--host-device runs the free models as torch programs, which needs torch: pip install torch"
+NO_CUDA = "--host-device cuda: torch sees no CUDA GPU here; run it on a CUDA machine, or use --host-device cpu"
 QUIET = ["-nostdin", "-v", "error", "-y"]
-# As edge's overlay encodes on the CPU (edge/writer.py, tasks.Options.preset), audio copied as edge does.
-TRANSCODE = ["-map", "0:v:0", "-map", "0:a?", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "20",
-             "-c:a", "copy"]
+PRESET = tasks.Options().preset  # the overlay's
+CRF = 20  # VideoWriter's default, which the overlay sink leaves as it is
 DECODE = ["-map", "0:v:0", "-f", "null", "-"]
-# all three tasks write two overlay videos from one decode: FFmpeg doing that same work
-TWO_ENCODES = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "{out}.1.mp4",
-               "-map", "0:v:0", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "{out}.2.mp4"]
+# An anchor that encodes is named after its encoder where that is not x264, the host path's.
+ANCHOR_SUFFIX = {"libx264": "", "h264_nvenc": " nvenc"}
 # The scaled copies: what a camera or an upload would give, with a keyframe every second or so.
 SCALE = ["-map", "0:v:0", "-map", "0:a?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-g", "25",
          "-bf", "2", "-pix_fmt", "yuv420p", "-c:a", "aac"]
@@ -88,7 +95,8 @@ class Clip:
 @dataclass
 class Setup:
     ffmpeg: str
-    models: dict[str, str]  # task: free model path
+    models: dict[str, str]  # task: free model path (the .pt2 on the device path)
+    device: str | None  # --host-device: the torch device of edge's device path; None: the host path
     repeat: int
     frames: int | None
     work: Path
@@ -116,6 +124,13 @@ def check(args) -> tuple[str, list[tuple[int, int]]]:
         if value is not None and value < 1:
             raise UsageError(f"{name} must be 1 or more, got {value}")
     wanted = sizes(args.host_sizes)
+    if args.host_device is not None:
+        try:
+            import torch
+        except ImportError:
+            raise UsageError(NEEDS_TORCH) from None
+        if args.host_device == "cuda" and not torch.cuda.is_available():
+            raise UsageError(NO_CUDA)
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
         raise UsageError(FFMPEG_MISSING)
@@ -131,23 +146,25 @@ def bench(args, argv: list[str]) -> Path:
     except OSError as err:
         raise OutputError(f"cannot write to {out}: {err.strerror}; choose another --out") from None
     info = media.probe(args.video)
-    models = {task: str(free_model(task, out / "free-models")) for task in TASKS}
+    built = {task: free_model(task, out / "free-models") for task in TASKS}
+    # check() found torch, so free_model wrote each program (.pt2) beside its graph
+    models = {task: str(program_of(path) if args.host_device else path) for task, path in built.items()}
     progress = Progress(total=len(wanted) + (1 + len(wanted)) * len(ITEMS), enabled=not args.quiet)
-    rows = []
+    rows, encoders = [], []
     with progress, tempfile.TemporaryDirectory(prefix="edge-bench-host-") as work:
-        setup = Setup(ffmpeg, models, args.repeat, args.frames, Path(work), progress)
+        setup = Setup(ffmpeg, models, args.host_device, args.repeat, args.frames, Path(work), progress)
         clips = [Clip(f"{info.width}x{info.height}", args.video, end_after(args.video, args.frames), info.fps)]
-        warm_up(setup, args.video)
         for w, h in wanted:
             progress.step(f"scaling to {w}x{h}")
             clips.append(scaled(setup, args.video, w, h, out))
         for clip in clips:
+            encoders.append(warm_up(setup, clip))
             for item in ITEMS:
                 progress.step(f"{clip.size}: {item.name}")
-                rows.append(measure(setup, clip, item))
+                rows.append(measure(setup, clip, item, encoders[-1]))
     report = Report("edge-bench " + " ".join(argv), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine(),
-                    ffmpeg_version(ffmpeg), Path(args.video).name, args.frames, args.repeat,
-                    commands(Path(args.video).name, args.frames), rows, sampling(rows, clips))
+                    ffmpeg_version(ffmpeg), Path(args.video).name, args.frames, args.repeat, args.host_device,
+                    commands(Path(args.video).name, args.frames, encoders), rows, sampling(rows, clips))
     try:
         return host_report.write(report, out)
     except OSError as err:
@@ -177,19 +194,41 @@ def scale_command(ffmpeg: str, video: str, frames: int | None, size: str, output
     return [ffmpeg, *QUIET, "-i", video, *limit(frames), "-vf", f"scale={size}", *SCALE, output]
 
 
-def anchor_command(ffmpeg: str, video: str, anchor: str, frames: int | None, output: str) -> list[str]:
-    """FFmpeg decoding `video` alone, transcoding it into `output`, or into two (`two encodes`)."""
+def encode(encoder: str) -> list[str]:
+    """FFmpeg's options for H.264 as edge's overlay writer sets `encoder` (edge/writer.py VideoWriter)."""
+    if encoder == "h264_nvenc":
+        # constant quality, as x264's crf: without -b:v 0 FFmpeg caps NVENC at 2 Mb/s
+        return ["-c:v", "h264_nvenc", "-preset", writer.NVENC_PRESETS[PRESET], "-rc", "vbr", "-cq", str(CRF),
+                "-b:v", "0"]
+    return ["-c:v", "libx264", "-preset", PRESET, "-crf", str(CRF)]
+
+
+def anchor_name(anchor: str, encoder: str) -> str:
+    """The anchor as the report names it: `transcode`, `two encodes nvenc`, `decode`."""
+    return anchor if anchor == "decode" else anchor + ANCHOR_SUFFIX[encoder]
+
+
+def anchor_command(ffmpeg: str, video: str, anchor: str, frames: int | None, output: str,
+                   encoder: str | None) -> list[str]:
+    """FFmpeg decoding `video` alone, transcoding it into `output` with `encoder` (audio copied,
+    as edge does), or into two (`two encodes`: what all three tasks do from one decode)."""
     head = [ffmpeg, *QUIET, "-i", video, *limit(frames)]
+    if anchor == "decode":
+        return [*head, *DECODE]
     if anchor == "two encodes":
-        return [*head, *(part.format(out=output) for part in TWO_ENCODES)]
-    return [*head, *DECODE] if anchor == "decode" else [*head, *TRANSCODE, output]
+        return [*head, *(part for n in (1, 2) for part in ("-map", "0:v:0", *encode(encoder), f"{output}.{n}.mp4"))]
+    return [*head, "-map", "0:v:0", "-map", "0:a?", *encode(encoder), "-c:a", "copy", output]
 
 
-def commands(video: str, frames: int | None) -> dict[str, str]:
-    """The commands as the report names them: with the input's name, and `ffmpeg` as typed."""
-    return {"transcode": " ".join(anchor_command("ffmpeg", video, "transcode", frames, "TMP/transcode.mp4")),
-            "decode": " ".join(anchor_command("ffmpeg", video, "decode", frames, "")),
-            "two encodes": " ".join(anchor_command("ffmpeg", video, "two encodes", frames, "TMP/out")),
+def commands(video: str, frames: int | None, encoders: list[str]) -> dict[str, str]:
+    """The commands as the report names them, for each encoder edge used: with the input's name,
+    and `ffmpeg` as typed."""
+    out = {}
+    for encoder in dict.fromkeys(encoders):
+        for anchor, output in (("transcode", "TMP/transcode.mp4"), ("two encodes", "TMP/out")):
+            out[anchor_name(anchor, encoder)] = " ".join(anchor_command("ffmpeg", video, anchor, frames, output,
+                                                                        encoder))
+    return {**out, "decode": " ".join(anchor_command("ffmpeg", video, "decode", frames, "", None)),
             "scaled copies": " ".join(scale_command("ffmpeg", video, frames, "W:H", "COPY.mp4"))}
 
 
@@ -217,8 +256,11 @@ def edge_once(setup: Setup, clip: Clip, item: Item) -> tuple[float, RunSummary]:
     """Run edge in this process, as `edge-run` would: its wall time, the whole call's (FFmpeg's
     includes its start too), and the run's summary."""
     out = Path(tempfile.mkdtemp(dir=setup.work))
+    # the device path: frames to the torch device even on cpu, where edge's `auto` keeps them on
+    # the host; the encoder left to edge (NVENC on a GPU where it opens)
+    device = {} if setup.device is None else {"backend": "torch", "device": setup.device, "frames_on": "device"}
     options = RunOptions(models=tuple(setup.models[t] for t in item.tasks), out=str(out), force=True,
-                         end_s=clip.end_s, sample_fps=item.sample_fps)
+                         end_s=clip.end_s, sample_fps=item.sample_fps, **device)
     start = time.perf_counter()
     (summary,) = api.run([clip.path], options)
     wall = time.perf_counter() - start
@@ -226,16 +268,19 @@ def edge_once(setup: Setup, clip: Clip, item: Item) -> tuple[float, RunSummary]:
     return wall, summary
 
 
-def warm_up(setup: Setup, video: str) -> None:
-    """One untimed run of every task over the first frames: what edge imports and sets up once
-    per process (the task modules, the timeline's plotting) is not charged to the first item."""
-    edge_once(setup, Clip("", video, end_after(video, WARM_UP_FRAMES), 0.0), ALL)
+def warm_up(setup: Setup, clip: Clip) -> str:
+    """One untimed run of every task over the clip's first frames: what edge imports and sets up
+    once per process (the task modules, the timeline's plotting, CUDA) is not charged to the
+    first item. Returns the encoder edge picked for the clip's overlays, which FFmpeg's anchors use."""
+    _, summary = edge_once(setup, dataclasses.replace(clip, end_s=end_after(clip.path, WARM_UP_FRAMES)), ALL)
+    return summary.encoder
 
 
-def measure(setup: Setup, clip: Clip, item: Item) -> Row:
+def measure(setup: Setup, clip: Clip, item: Item, encoder: str) -> Row:
     """Rounds of FFmpeg then edge; the row of the median rounds."""
-    command = anchor_command(setup.ffmpeg, clip.path, item.anchor, setup.frames, str(setup.work / "transcode.mp4"))
-    both = anchor_command(setup.ffmpeg, clip.path, "two encodes", setup.frames, str(setup.work / "out"))
+    command = anchor_command(setup.ffmpeg, clip.path, item.anchor, setup.frames, str(setup.work / "transcode.mp4"),
+                             encoder)
+    both = anchor_command(setup.ffmpeg, clip.path, "two encodes", setup.frames, str(setup.work / "out"), encoder)
     ffmpeg, edge, same = [], [], []
     for n in range(setup.repeat):
         setup.progress.detail(f"round {n + 1}/{setup.repeat}: FFmpeg")
@@ -252,8 +297,9 @@ def measure(setup: Setup, clip: Clip, item: Item) -> Row:
     threads = dict(median.stage_cpu_s)
     threads["native pools"] = median.seconds.cpu - sum(threads.values())
     alike = figures([wall for wall, _ in same], [cpu for _, cpu in same], frames) if same else None
-    return Row(clip.size, item.name, item.anchor, frames, median.frames.processed, theirs, mine,
-               median.seconds.total, ratio, item.goal, None if item.goal is None else ratio >= item.goal,
+    return Row(clip.size, item.name, median.frames_on, median.encoder, anchor_name(item.anchor, encoder), frames,
+               median.frames.processed, theirs, mine, median.seconds.total, ratio, item.goal,
+               None if item.goal is None else ratio >= item.goal,
                per_frame(median.seconds.stages, frames), per_frame(threads, frames), alike,
                round(alike.wall_s / mine.wall_s, 3) if alike else None)
 

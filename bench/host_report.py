@@ -7,6 +7,7 @@ from pathlib import Path
 from .report import machine_name
 
 SAMPLING_GOAL = 3.0  # planet at --fps 1 against every frame, on a 25 fps clip with a keyframe a second
+ANCHOR_NOTES = {"two encodes": " (what `all` does: one decode, two overlay videos)"}
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,9 @@ class Figures:
 class Row:
     size: str
     item: str
-    anchor: str
+    frames_on: str  # RunSummary.frames_on: "host", or the torch device frames went to
+    encoder: str | None  # of edge's overlays (RunSummary.encoder); None where it writes none
+    anchor: str  # the FFmpeg command's name in Report.commands, which encodes as edge did
     frames: int  # of video, decoded by both
     processed: int  # of them, run through the models
     ffmpeg: Figures
@@ -58,6 +61,7 @@ class Report:
     video: str
     frames_limit: int | None
     repeat: int
+    host_device: str | None  # --host-device: edge's device path on that torch device; None: the host path
     commands: dict[str, str]  # the FFmpeg commands: each anchor's, and the scaled copies'
     rows: list[Row]
     sampling: list[Sampling]
@@ -74,33 +78,35 @@ def write(report: Report, out: Path) -> Path:
 def markdown(r: Report) -> str:
     v = r.machine["versions"]
     frames = f"the first {r.frames_limit} frames" if r.frames_limit else "every frame"
+    runtime = f"torch {v['torch']}" if r.host_device else f"onnxruntime {v['onnxruntime']}"
     lines = [
-        "# edge-bench --host: edge's host side against FFmpeg", "",
+        "# edge-bench --host: edge's host side against FFmpeg"
+        + (f", edge on its device path ({r.host_device})" if r.host_device else ""), "",
         f"Machine: {machine_name(r.machine)}. Every figure below is of this machine.", "",
-        f"{r.ffmpeg}; edge {v['edge']}, onnxruntime {v['onnxruntime']}, PyAV {v['av']}, OpenCV {v['opencv']}, "
-        f"numpy {v['numpy']}. `{r.command}`, {r.when}.", "",
+        f"{r.ffmpeg}; edge {v['edge']}, {runtime}, PyAV {v['av']}, OpenCV {v['opencv']}, numpy {v['numpy']}. "
+        f"`{r.command}`, {r.when}.", "",
         f"{r.video}, {frames}; {r.repeat} round{'s' if r.repeat > 1 else ''} alternating FFmpeg and edge, the "
-        "median round's wall time, after one untimed run of edge over the first frames. "
+        "median round's wall time, after one untimed run of edge over the first frames of each clip. "
         "edge runs in-process through `edge.api.run` with free models (bench/free_models.py: the default "
         "models' contracts, inference almost free), so its time is decoding, colour conversion, preprocessing, "
         "drawing, encoding and writing. Its wall time is the whole call's; ratio = FFmpeg wall ÷ edge wall.", "",
-        f"- transcode: `{r.commands['transcode']}`",
-        f"- decode: `{r.commands['decode']}`",
-        f"- two encodes (what `all` does: one decode, two overlay videos): `{r.commands['two encodes']}`",
-        f"- scaled copies: `{r.commands['scaled copies']}`", "",
-        "| size | work | anchor | frames | FFmpeg s | FFmpeg fps | FFmpeg CPU ms/frame | edge s | edge fps | "
-        "edge CPU ms/frame | edge/FFmpeg | goal | met |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        path_sentence(r.host_device), "",
+        *(f"- {name}{ANCHOR_NOTES.get(name.removesuffix(' nvenc'), '')}: `{command}`"
+          for name, command in r.commands.items()), "",
+        "| size | work | frames on | encoder | anchor | frames | FFmpeg s | FFmpeg fps | FFmpeg CPU ms/frame | "
+        "edge s | edge fps | edge CPU ms/frame | edge/FFmpeg | goal | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r.rows:
         goal = "—" if row.goal is None else f"≥ {row.goal:.1f}"
         met = "—" if row.met is None else ("met" if row.met else "**not met**")
-        lines.append(f"| {row.size} | {row.item} | {row.anchor} | {row.frames} | {row.ffmpeg.wall_s:.3f} | "
+        lines.append(f"| {row.size} | {row.item} | {row.frames_on} | {row.encoder or '—'} | {row.anchor} | "
+                     f"{row.frames} | {row.ffmpeg.wall_s:.3f} | "
                      f"{row.ffmpeg.fps:,.1f} | {row.ffmpeg.cpu_ms_per_frame:.2f} | {row.edge.wall_s:.3f} | "
                      f"{row.edge.fps:,.1f} | {row.edge.cpu_ms_per_frame:.2f} | {row.ratio:.2f} | {goal} | {met} |")
-    lines += ["", "`all` against FFmpeg doing the same work, one decode and two x264 encodes (no goal: the goal "
-              "above is against one transcode):", "", "| size | FFmpeg s | FFmpeg CPU ms/frame | edge s | edge/FFmpeg |",
-              "|---|---|---|---|---|"]
+    lines += ["", "`all` against FFmpeg doing the same work, one decode and two encodes with edge's encoder (no "
+              "goal: the goal above is against one transcode):", "",
+              "| size | FFmpeg s | FFmpeg CPU ms/frame | edge s | edge/FFmpeg |", "|---|---|---|---|---|"]
     lines += [f"| {row.size} | {row.same_work.wall_s:.3f} | {row.same_work.cpu_ms_per_frame:.2f} | "
               f"{row.edge.wall_s:.3f} | {row.same_work_ratio:.2f} |" for row in r.rows if row.same_work]
     lines += ["", f"Sampling: planet at `--fps 1` against planet on every frame (edge's wall time); the goal, "
@@ -114,12 +120,23 @@ def markdown(r: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def path_sentence(host_device: str | None) -> str:
+    """How edge ran: the host path, or the device path that --host-device takes."""
+    if host_device is None:
+        return ("edge takes its host path: onnxruntime on the CPU, frames on the host, overlays with x264 "
+                "(`frames on`: host).")
+    return (f"edge takes its device path (`--host-device {host_device}`): the free models' torch programs "
+            f"(.pt2) run on {host_device}, frames go there (`frames on`, edge's `frames_on`) and camvid blends "
+            "there; overlays use the encoder edge picks (`encoder`: NVENC on a GPU where it opens, else x264), "
+            "and FFmpeg's anchors encode with that same encoder, as edge's writer sets it.")
+
+
 def stage_table(rows: list[Row]) -> list[str]:
     """Busy and thread CPU ms per frame of video of each stage, in the median edge round."""
     stages = list(dict.fromkeys(k for row in rows for k in row.stage_busy_ms_per_frame))
     threads = list(dict.fromkeys(k for row in rows for k in row.thread_cpu_ms_per_frame))
-    lines = ["edge's pipeline stages in its median round, ms per frame of video: busy (queue waits left out) "
-             "and the CPU of each stage's thread (native pools: onnxruntime's, the codecs' own threads).", "",
+    lines = ["edge's pipeline stages in its median round, ms per frame of video: busy (queue waits left out) and the "
+             "CPU of each stage's thread (native pools: onnxruntime's or torch's, the codecs' own threads).", "",
              "| size | work | " + " | ".join(f"{s} busy" for s in stages) + " | "
              + " | ".join(f"{t} CPU" for t in threads) + " |", "|---|---|" + "---|" * (len(stages) + len(threads))]
     for row in rows:
@@ -144,7 +161,8 @@ def plot(r: Report, path: Path) -> str:
     ax.bar([i - 0.2 for i in x], [row.ffmpeg.fps for row in r.rows], 0.4, label="FFmpeg (its anchor)")
     ax.bar([i + 0.2 for i in x], [row.edge.fps for row in r.rows], 0.4, label="edge, free models")
     ax.set_xticks(list(x), labels, fontsize=7)
-    ax.set(ylabel="frames/s", title=f"edge-bench --host on {r.machine.get('host') or 'this machine'}, "
+    ax.set(ylabel="frames/s", title=f"edge-bench --host{f' --host-device {r.host_device}' if r.host_device else ''} "
+                                    f"on {r.machine.get('host') or 'this machine'}, "
                                     f"{r.machine['cores']} cores of {r.machine['cpu']}")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8)
