@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .report import machine_name
 
-SAMPLING_GOAL = 3.0  # planet at --fps 1 against every frame, on a 25 fps clip with a keyframe a second
+SAMPLING_GOAL = 3.0  # planet at --sample-fps 1 against every frame, on a 25 fps clip with a keyframe a second
 ANCHOR_NOTES = {"two encodes": " (what `all` does: one decode, two overlay videos)"}
 
 
@@ -46,7 +46,7 @@ class Sampling:
     size: str
     fps: float  # of the clip
     every_frame_s: float  # edge's wall time for planet on every frame
-    fps1_s: float  # and at --fps 1
+    fps1_s: float  # and at --sample-fps 1
     speedup: float  # every_frame_s / fps1_s
     goal: float | None  # SAMPLING_GOAL, on a clip of about 25 fps; None on others
     met: bool | None
@@ -109,9 +109,9 @@ def markdown(r: Report) -> str:
               "| size | FFmpeg s | FFmpeg CPU ms/frame | edge s | edge/FFmpeg |", "|---|---|---|---|---|"]
     lines += [f"| {row.size} | {row.same_work.wall_s:.3f} | {row.same_work.cpu_ms_per_frame:.2f} | "
               f"{row.edge.wall_s:.3f} | {row.same_work_ratio:.2f} |" for row in r.rows if row.same_work]
-    lines += ["", f"Sampling: planet at `--fps 1` against planet on every frame (edge's wall time); the goal, "
+    lines += ["", f"Sampling: planet at `--sample-fps 1` against planet on every frame (edge's wall time); the goal, "
               f"{SAMPLING_GOAL:g}x, is for a clip of about 25 fps.", "",
-              "| size | clip fps | every frame s | --fps 1 s | speedup | goal | met |", "|---|---|---|---|---|---|---|"]
+              "| size | clip fps | every frame s | --sample-fps 1 s | speedup | goal | met |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {s.size} | {s.fps:g} | {s.every_frame_s:.3f} | {s.fps1_s:.3f} | {s.speedup:.2f}x | "
               + ("— | — |" if s.goal is None else f"≥ {s.goal:g}x | {'met' if s.met else '**not met**'} |")
               for s in r.sampling]

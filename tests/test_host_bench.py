@@ -171,7 +171,7 @@ def test_host_report_has_a_row_per_size_and_work_item(tmp_path, clip):
         assert row["met"] is (None if row["goal"] is None else row["ratio"] >= row["goal"])
         assert set(row["stage_busy_ms_per_frame"]) >= {"decode", "infer", "sinks"}
         assert "native pools" in row["thread_cpu_ms_per_frame"]
-        assert row["processed"] == (1 if row["item"] == "planet --fps 1" else FRAMES)  # 0.96 s of video
+        assert row["processed"] == (1 if row["item"] == "planet --sample-fps 1" else FRAMES)  # 0.96 s of video
         if row["item"] == "all":  # also against FFmpeg's one decode and two encodes
             assert row["same_work_ratio"] == pytest.approx(row["same_work"]["wall_s"] / row["edge"]["wall_s"], rel=1e-2)
         else:
@@ -179,7 +179,7 @@ def test_host_report_has_a_row_per_size_and_work_item(tmp_path, clip):
     assert [s["size"] for s in r["sampling"]] == ["160x120", "320x240"]
     by = {(row["size"], row["item"]): row for row in r["rows"]}
     for s in r["sampling"]:
-        every, sampled = by[(s["size"], "planet")], by[(s["size"], "planet --fps 1")]
+        every, sampled = by[(s["size"], "planet")], by[(s["size"], "planet --sample-fps 1")]
         assert s["speedup"] == pytest.approx(every["edge"]["wall_s"] / sampled["edge"]["wall_s"], rel=1e-2)
         assert s["goal"] == (3.0 if 24 <= s["fps"] <= 30 else None)
     assert r["ffmpeg"].startswith("ffmpeg version") and r["machine"]["cores"] >= 1
