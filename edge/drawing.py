@@ -27,6 +27,14 @@ def outlined_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: 
     image[y0:y1, x0:x1] = np.rint(region * kept[cut] + added[cut]).astype(np.uint8)
 
 
+def text_layers(text: str, origin: tuple[int, int], scale: float, *, fill=(255, 255, 255), outline=(0, 0, 0),
+                width: int = 1) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """What outlined_text draws, as layers: the top-left corner of its text_box, how much of each
+    pixel there is kept (H,W,1) and the colour laid over it (H,W,3): drawn = kept * image + laid."""
+    x0, y0, _, _ = text_box(text, origin, scale, width)
+    return (x0, y0), *_layers(text, scale, width, tuple(fill), tuple(outline))
+
+
 @functools.lru_cache(maxsize=1024)
 def _layers(text: str, scale: float, width: int, fill: tuple, outline: tuple) -> tuple[np.ndarray, np.ndarray]:
     """The text over text_box as one multiply and one add: how much of each pixel is kept

@@ -10,7 +10,9 @@ around them converted there and back: what is drawn is the same, and the rest of
 never touched.
 """
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -91,3 +93,76 @@ def draw_in_rgb(i420: np.ndarray, box: tuple[int, int, int, int], draw: Callable
     draw(rgb, (x0, y0))
     for target, drawn in zip((y[y0:y1, x0:x1], u[chroma], v[chroma]), planes(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420))):
         target[:] = drawn
+
+
+def _rgb_to_yuv() -> tuple[np.ndarray, np.ndarray]:
+    """cv2's RGB to I420 as yuv = matrix @ rgb + offset, fitted to its own output (its fixed
+    point arithmetic within a hundredth of a level), never copied from one version's source."""
+    rgb = np.random.default_rng(0).integers(0, 256, (1024, 3))
+    fitted, *_ = np.linalg.lstsq(np.column_stack([rgb, np.ones(len(rgb))]), colours(rgb).astype(np.float64),
+                                 rcond=None)
+    return fitted[:3].T.astype(np.float32), fitted[3].astype(np.float32)
+
+
+RGB_TO_YUV, YUV_OFFSET = _rgb_to_yuv()
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Marks laid over a frame, as its planes take them: plane = kept * plane + laid, Y at every
+    pixel, U and V at each 2x2 block's top-left pixel (where cv2 samples chroma). Made once from
+    an RGB drawing (kept * rgb + laid, linear, so its conversion is too) and laid on frame after
+    frame without converting the frame. (x, y): its top-left pixel in the frame, both even."""
+
+    x: int
+    y: int
+    kept: tuple[np.ndarray, np.ndarray] | None  # luma's (h x w), chroma's (h/2 x w/2); None: opaque
+    laid: tuple[np.ndarray, np.ndarray, np.ndarray]  # Y, U, V: float32, or uint8 where opaque
+
+    @classmethod
+    def of(cls, corner: tuple[int, int], kept: np.ndarray, laid: np.ndarray) -> "Overlay":
+        """From an RGB drawing at frame pixel `corner`: kept (h,w,1) of the frame shows, laid (h,w,3) on it."""
+        (x, y), (h, w) = corner, kept.shape[:2]
+        # grown to whole chroma blocks of the frame, with nothing drawn on what is added
+        pad = ((y % 2, (y + h) % 2), (x % 2, (x + w) % 2), (0, 0))
+        kept, laid = np.pad(kept, pad, constant_values=1), np.pad(laid, pad)
+        yuv = laid @ RGB_TO_YUV.T + (1 - kept) * YUV_OFFSET
+        planes = (yuv[..., 0], yuv[::2, ::2, 1], yuv[::2, ::2, 2])
+        if not kept.any():  # opaque: its values are simply copied
+            return cls(x - x % 2, y - y % 2, None, tuple(np.rint(p).astype(np.uint8) for p in planes))
+        luma = np.ascontiguousarray(kept[..., 0])
+        return cls(x - x % 2, y - y % 2, (luma, luma[::2, ::2]), tuple(np.ascontiguousarray(p) for p in planes))
+
+
+@functools.lru_cache(maxsize=256)
+def filled(corner: tuple[int, int], size: tuple[int, int], rgb: tuple[int, int, int]) -> Overlay:
+    """A filled rectangle of `size` (width, height) at `corner`, in one colour."""
+    width, height = size
+    return Overlay.of(corner, np.zeros((height, width, 1), np.float32), np.broadcast_to(
+        np.asarray(rgb, np.float32), (height, width, 3)))
+
+
+def lay(i420: np.ndarray, overlays: list[Overlay]) -> None:
+    """The overlays on the frame, in order, in place; what falls outside the frame is left out."""
+    frame = planes(i420)
+    for overlay in overlays:
+        for n, (plane, laid) in enumerate(zip(frame, overlay.laid)):
+            step = 1 if n == 0 else 2
+            kept = None if overlay.kept is None else overlay.kept[min(n, 1)]
+            _lay(plane, overlay.x // step, overlay.y // step, kept, laid)
+
+
+def _lay(plane: np.ndarray, x: int, y: int, kept: np.ndarray | None, laid: np.ndarray) -> None:
+    height, width = laid.shape
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, plane.shape[1]), min(y + height, plane.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return
+    cut = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+    region = plane[y0:y1, x0:x1]
+    if kept is None:
+        region[:] = laid[cut]
+        return
+    # a mix of the frame's value and a colour's, both 0..255: no clipping needed
+    mixed = np.multiply(region, kept[cut])
+    mixed += laid[cut]
+    region[:] = np.rint(mixed, out=mixed)

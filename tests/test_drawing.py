@@ -36,7 +36,7 @@ def test_the_legend_is_clean_at_every_frame_size(height):
     classes = ("Road", "Sidewalk", "Building", "Sky", "Tree", "Car", "Pedestrian", "Bicyclist")
     palette = np.array([(200, 40, 40)] * len(classes), np.uint8)  # no channel over 200: not taken for letters
     fractions = np.array([0.40, 0.10, 0.20, 0.12, 0.08, 0.05, 0.03, 0.02])
-    Legend.of(fractions, classes, palette, height).draw(image, (0, 0))
+    Legend.of(fractions, classes, palette, height).draw(image)
     assert (image.min(axis=2) > 200).any()
     assert stray_letter_pixels(image) == 0
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge import i420
+from edge.drawing import outlined_text, text_layers
 from edge.frames import Frame
 from edge.geometry import NO_CLASS
 from edge.tasks import biwi, camvid
@@ -120,17 +121,27 @@ def test_a_patch_past_the_frame_is_cut_to_it():
     assert len(corners) == 1  # nothing of the frame: nothing drawn
 
 
-def test_the_legend_on_planes_is_the_legend_on_rgb():
-    planes = in_gamut_planes(480, 640)
+@pytest.mark.parametrize("height", [120, 240, 480, 720])
+def test_the_legend_on_planes_is_the_legend_on_rgb(height):
+    planes = in_gamut_planes(height, height * 4 // 3)
     fractions = np.array([0.40, 0.10, 0.20, 0.12, 0.08, 0.05, 0.03, 0.02])
     classes = ("Road", "Sidewalk", "Building", "Sky", "Tree", "Car", "Pedestrian", "Bicyclist")
-    legend = camvid.Legend.of(fractions, classes, PALETTE[:8], 480)
+    legend = camvid.Legend.of(fractions, classes, PALETTE[:8], height)
     rgb = cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420)
-    legend.draw(rgb, (0, 0))
+    legend.draw(rgb)
     on_planes = planes.copy()
-    i420.draw_in_rgb(on_planes, legend.box(), legend.draw)
+    i420.lay(on_planes, legend.overlays())
     assert difference(on_planes, cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)).max() <= 1
     assert difference(on_planes, planes).max() > 100  # it was drawn
+
+
+@pytest.mark.parametrize("origin", [(-7, 9), (3, 3), (250, 235), (101, 50)])
+def test_text_laid_on_planes_is_the_text_drawn_on_rgb_even_cut_by_the_frame(origin):
+    planes = in_gamut_planes()
+    rgb = cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420)
+    outlined_text(rgb, "Sidewalk 10%", origin, 0.9)
+    i420.lay(planes, [i420.Overlay.of(*text_layers("Sidewalk 10%", origin, 0.9))])
+    assert difference(planes, cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)).max() <= 1
 
 
 def test_the_trail_on_planes_is_the_trail_on_rgb():

@@ -1,5 +1,6 @@
 """camvid: a class id per pixel → a blended overlay video, class fractions, optional masks."""
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -7,7 +8,7 @@ import numpy as np
 
 from ..device import blend, host, is_tensor, segment, to_device
 from .. import i420
-from ..drawing import outlined_text, text_box
+from ..drawing import outlined_text, text_layers
 from ..errors import ModelError
 from ..geometry import NO_CLASS
 from ..sinks import CsvSink, MaskSink, OverlaySink, frame_planes
@@ -64,10 +65,10 @@ def sinks(ctx) -> list:
         legend = Legend.of(seg.fractions, contract.classes, contract.palette, seg.mask.shape[0])
         if ctx.device is not None:
             out = blend(to_device(frame, ctx.device), seg.mask, palette, options.alpha, keep_unseen=keep is not None)
-            legend.draw(out, (0, 0))
+            legend.draw(out)
             return out
         out = i420.blend(frame_planes(frame), seg.mask, palette_yuv, options.alpha, keep=keep)
-        i420.draw_in_rgb(out, legend.box(), legend.draw)
+        i420.lay(out, legend.overlays())
         return out
 
     out = [
@@ -94,23 +95,26 @@ class Legend:
         rows = [(tuple(int(v) for v in palette[i]), f"{classes[i]} {fractions[i]:.0%}") for i in order]
         return cls(rows, scale, int(22 * scale / 0.6))
 
-    def box(self) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) of what draw changes."""
-        if not self.rows:
-            return 0, 0, 0, 0
-        boxes = [text_box(label, self._origin(n), self.scale) for n, (_, label) in enumerate(self.rows)]
-        swatches_end = 6 + len(self.rows) * self.row - 3  # the row past the last swatch
-        return 0, 0, max(b[2] for b in boxes), max(swatches_end, *(b[3] for b in boxes))
-
-    def draw(self, image: np.ndarray, corner: tuple[int, int]) -> None:
-        """Into `image`, an RGB patch of the frame whose top-left pixel is the frame's `corner`."""
-        dx, dy = corner
+    def overlays(self) -> list[i420.Overlay]:
+        """What draw draws, to lay on a frame's planes; each swatch and label is made once."""
+        out = []
         for n, (colour, label) in enumerate(self.rows):
-            y = 6 + n * self.row - dy
-            cv2.rectangle(image, (6 - dx, y), (2 + self.row - dx, y + self.row - 4), colour, -1)
-            x, base = self._origin(n)
-            outlined_text(image, label, (x - dx, base - dy), self.scale)
+            out.append(i420.filled((6, 6 + n * self.row), (self.row - 3, self.row - 3), colour))
+            out.append(_label(label, self._origin(n), self.scale))
+        return out
+
+    def draw(self, image: np.ndarray) -> None:
+        """Into an RGB frame."""
+        for n, (colour, label) in enumerate(self.rows):
+            y = 6 + n * self.row
+            cv2.rectangle(image, (6, y), (2 + self.row, y + self.row - 4), colour, -1)
+            outlined_text(image, label, self._origin(n), self.scale)
 
     def _origin(self, n: int) -> tuple[int, int]:
         """Where row n's text starts, on its baseline."""
         return 10 + self.row, 6 + n * self.row + self.row - 8
+
+
+@functools.lru_cache(maxsize=1024)
+def _label(text: str, origin: tuple[int, int], scale: float) -> i420.Overlay:
+    return i420.Overlay.of(*text_layers(text, origin, scale))
