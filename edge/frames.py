@@ -15,9 +15,10 @@ class Frame:
     or None when no stage needs this frame's pixels. `selected` says whether the frame goes
     through inference (`--stride`, `--sample-fps`); unselected frames still reach the sinks,
     which hold the last result so overlays keep the input's frame count. `planes`, when the
-    decoder was asked for them (no sink needs the frame's RGB on the host), holds the frame's
-    I420 planes as one (h*3/2, w) uint8 array instead, and `image` is None: preprocessing then
-    converts only the few pixels it keeps, on the host or on the device. `on_device`, when the
+    decoder was asked for them (on the host it always is, where the frame allows), holds the
+    frame's I420 planes as one (h*3/2, w) uint8 array instead, and `image` is None: overlays
+    are drawn on the planes and encoded as they are (edge/i420.py), and preprocessing converts
+    what it needs, on the host or on the device. `on_device`, when the
     run's models take tensors on a device (edge/device.py), is a selected frame uploaded there
     (H,W,3 uint8 RGB), for drawing on it.
     """
