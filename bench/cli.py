@@ -167,11 +167,7 @@ def bench(args, argv: list[str]) -> Path:
     if args.learner and len(args.learner) != len(models):
         raise UsageError(f"{len(args.learner)} --learner for {len(models)} models: give one per model, in order")
     old = read_old(args.compare) if args.compare else None
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot write to {out}: {err.strerror}; choose another --out") from None
+    out = report.output_folder(args.out)
     info = media.probe(args.video)
     learners = args.learner or [None] * len(models)
     subjects = [subject(path, learners[n], args, plan) for n, path in enumerate(models)]

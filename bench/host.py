@@ -37,7 +37,7 @@ from edge.errors import InputError, OutputError, UsageError
 from edge.run.options import RunOptions
 from edge.run.summary import RunSummary
 
-from . import host_report
+from . import host_report, report
 from .host_report import SAMPLING_GOAL, Figures, Report, Row, Sampling
 from .free_models import free_model, program_of
 from .measure import machine
@@ -141,11 +141,7 @@ def check(args) -> tuple[str, list[tuple[int, int]]]:
 def bench(args, argv: list[str]) -> Path:
     """Measure every item on the clip and each scaled copy; write the report into --out."""
     ffmpeg, wanted = check(args)
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot write to {out}: {err.strerror}; choose another --out") from None
+    out = report.output_folder(args.out)
     info = media.probe(args.video)
     built = {task: free_model(task, out / "free-models") for task in TASKS}
     # check() found torch, so free_model wrote each program (.pt2) beside its graph
@@ -163,11 +159,11 @@ def bench(args, argv: list[str]) -> Path:
             for item in ITEMS:
                 progress.step(f"{clip.size}: {item.name}")
                 rows.append(measure(setup, clip, item, encoders[-1]))
-    report = Report("edge-bench " + " ".join(argv), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine(),
+    result = Report("edge-bench " + " ".join(argv), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine(),
                     ffmpeg_version(ffmpeg), Path(args.video).name, args.frames, args.repeat, args.host_device,
                     commands(Path(args.video).name, args.frames, encoders), rows, sampling(rows, clips))
     try:
-        return host_report.write(report, out)
+        return host_report.write(result, out)
     except OSError as err:
         raise OutputError(f"cannot write the report into {out}: {err.strerror}; choose another --out") from None
 

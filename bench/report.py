@@ -4,6 +4,8 @@ with an earlier report."""
 import json
 from pathlib import Path
 
+from edge.errors import OutputError
+
 from .analysis import GOALS, explain, reasons_of, same_config, stages_at
 from .reliability import EXTRA_ROUNDS, OTHERS_LIMIT, SPREAD_LIMIT, verdict_of
 
@@ -51,6 +53,16 @@ def _fig_cells(fig: dict) -> str:
 
 
 FIG_HEAD = "frames/s | spread | ms/frame | CPU ms/frame | cores used"
+
+
+def output_folder(path: str) -> Path:
+    """--out, made if need be; OutputError where it cannot be."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot write to {out}: {err.strerror}; choose another --out") from None
+    return out
 
 
 def machine_name(mach: dict) -> str:

@@ -89,3 +89,12 @@ def _write_tone(out, stream, seconds: float) -> None:
         frame.pts = start
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
+
+
+def has_encoder(name: str) -> bool:
+    """Whether this FFmpeg build has the encoder `name`."""
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:  # PyAV raises several kinds for an encoder this FFmpeg build lacks
+        return False
+    return True

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.isolated import Worker
-from tests.makers_clips import make_clip, make_tone, square
+from tests.makers_clips import has_encoder, make_clip, make_tone, square
 
 TASKS = "camvid,planet,biwi"
 # real encoded clips to damage: a streaming container, one with an index, an old codec, and two
@@ -26,14 +26,6 @@ SOURCES = {"clip.ts": dict(codec="mpeg2video"), "clip.mkv": {}, "clip.avi": dict
 def moving(n: int, h: int = 48, w: int = 64) -> list:
     return [square(h, w, (2 * i) % max(1, h - 8), (3 * i) % max(1, w - 8), size=min(8, h // 2, w // 2))
             for i in range(n)]
-
-
-def has_encoder(name: str) -> bool:
-    try:
-        av.codec.Codec(name, "w")
-    except Exception:  # PyAV raises several kinds for an encoder this FFmpeg build lacks
-        return False
-    return True
 
 
 # name: (frames, make_clip options); every one must process every frame

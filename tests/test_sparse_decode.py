@@ -15,6 +15,7 @@ import pytest
 from edge import container, decode
 from edge.cli import main
 from edge.media import DecodeStats, read_frames
+from tests.makers_clips import has_encoder
 
 H, W = 120, 160
 # uneven steps, and a pause of 0.4 s
@@ -67,14 +68,6 @@ CLIPS = {
     "interlaced.mp4": dict(n=60, options={"flags": "+ilme+ildct", **X264}),
     "mpeg4.mp4": dict(n=60, codec="mpeg4"),
 }
-
-
-def has_encoder(name: str) -> bool:
-    try:
-        av.codec.Codec(name, "w")
-    except Exception:  # PyAV raises several kinds for an encoder this FFmpeg build lacks
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
