@@ -367,6 +367,38 @@ def test_writer_keeps_an_existing_file_on_error(tmp_path):
     assert os.listdir(tmp_path) == ["out.mp4"] and path.read_bytes() == b"previous run"
 
 
+def test_a_disk_that_fills_while_encoding_stops_the_writer_with_an_output_error(tmp_path, monkeypatch):
+    """x264 runs in the writer's own thread: its failure reaches the caller, as an OutputError,
+    at the next frame or at the end, and leaves neither the video nor its packet log."""
+    import errno
+
+    import edge.writer
+
+    opened = edge.writer.open_resumable
+
+    def filling(path, **kw):
+        log = opened(path, **kw)
+        room = [4000]  # bytes before the disk is full
+
+        def write(data, plain=log.write):
+            room[0] -= len(data)
+            if room[0] < 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return plain(data)
+
+        log.write = write
+        return log
+
+    monkeypatch.setattr(edge.writer, "open_resumable", filling)
+    rng = np.random.default_rng(0)
+    with pytest.raises(OutputError, match="No space left on device") as caught:
+        with VideoWriter(tmp_path / "out.mp4", width=64, height=48, time_base=Fraction(1, 25)) as writer:
+            for i in range(200):  # noise: every frame costs x264 hundreds of bytes
+                writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), i / 25)
+    assert caught.value.exit_code == 5
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("where", ["missing folder", "file as folder"])
 def test_unwritable_output_is_an_output_error(tmp_path, where):
     (tmp_path / "file").write_text("")
