@@ -391,10 +391,13 @@ def test_a_disk_that_fills_while_encoding_stops_the_writer_with_an_output_error(
 
     monkeypatch.setattr(edge.writer, "open_resumable", filling)
     rng = np.random.default_rng(0)
+    written = 0
     with pytest.raises(OutputError, match="No space left on device") as caught:
         with VideoWriter(tmp_path / "out.mp4", width=64, height=48, time_base=Fraction(1, 25)) as writer:
             for i in range(200):  # noise: every frame costs x264 hundreds of bytes
                 writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), i / 25)
+                written += 1
+    assert written < 200  # a frame later, not only when the writer closes
     assert caught.value.exit_code == 5
     assert os.listdir(tmp_path) == []
 
