@@ -5,9 +5,10 @@ then RGB to I420 for x264), more than the blend itself. Both are avoidable: cv2'
 takes each 2x2 block's chroma from its top-left pixel, its I420 to RGB repeats a chroma sample
 over its block, and the conversion is affine, so blending Y at every pixel and U, V at each
 block's top-left pixel gives the RGB blend, converted, within rounding (and RGB's clipping of
-colours outside its gamut). Marks (text, lines, circles) are drawn in RGB, as before, on a patch
-around them converted there and back: what is drawn is the same, and the rest of the frame is
-never touched.
+colours outside its gamut). What is drawn over a frame is drawn in RGB, as before, and reaches
+the planes in one of two ways: labels and swatches that recur frame after frame as overlays,
+converted once (Overlay, lay); marks that move (a trail) on a patch around them, converted there
+and back (draw_in_rgb). Either way the rest of the frame is never touched.
 """
 
 import functools
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 
 def planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Views of the Y (h, w), U and V (h/2, w/2) planes of a C-contiguous I420 array."""
