@@ -32,11 +32,6 @@ def planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             flat[luma + chroma:].reshape(height // 2, width // 2))
 
 
-def size(i420: np.ndarray) -> tuple[int, int]:
-    """(height, width) of the frame."""
-    return i420.shape[0] * 2 // 3, i420.shape[1]
-
-
 def even(image: np.ndarray) -> np.ndarray:
     """An image (RGB, or a class map) with an odd side grown by one replicated row or column, as
     4:2:0 needs (and as the writer pads it)."""

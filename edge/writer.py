@@ -27,6 +27,7 @@ from .audio import AudioTrack, has_audio
 from .background import Background
 from .errors import OutputError, UsageError
 from .files import durable_size, open_resumable
+from .geometry import planes_size
 from .choices import Encoder, check_choice, words
 
 X264_PRESETS = (
@@ -288,7 +289,7 @@ class VideoWriter:
 def _video_frame(planes: np.ndarray) -> av.VideoFrame:
     """I420 planes as a frame for the encoder: copied a plane at a time where FFmpeg's rows are
     as wide as the picture (twice as fast as from_ndarray, which copies row by row)."""
-    height, width = i420.size(planes)
+    height, width = planes_size(planes)
     frame = av.VideoFrame(width, height, "yuv420p")
     if any(plane.line_size != plane.width for plane in frame.planes):
         return av.VideoFrame.from_ndarray(planes, format="yuv420p")

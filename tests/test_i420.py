@@ -11,7 +11,7 @@ import pytest
 from edge import i420
 from edge.drawing import outlined_text, text_layers
 from edge.frames import Frame
-from edge.geometry import NO_CLASS
+from edge.geometry import NO_CLASS, planes_size
 from edge.tasks import biwi, camvid
 
 RNG = np.random.default_rng(7)
@@ -90,7 +90,7 @@ def test_odd_frames_blend_as_the_writer_pads_them():
     rgb = np.repeat(np.repeat(RNG.integers(0, 256, (60, 80, 3), dtype=np.uint8), 2, 0), 2, 1)[:119, :159]
     mask = blocky_mask(119, 159)
     planes = i420.from_rgb(rgb)
-    assert i420.size(planes) == (120, 160)
+    assert planes_size(planes) == (120, 160)
     out = i420.blend(planes, mask, i420.colours(PALETTE), 0.5)
     assert difference(out, rgb_route_blend(planes, i420.even(mask), 0.5)).max() <= 1
 
