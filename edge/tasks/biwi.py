@@ -127,7 +127,9 @@ class Trail:
         corners = np.concatenate([trail, marks])
         reach = 2 * self.radius + 3  # the ring's radius and width, and a pixel of antialiasing
         box = (*(corners.min(axis=0) - reach), *(corners.max(axis=0) + reach + 1))
-        out = frame_planes(frame).copy()
+        out = frame_planes(frame)
+        if out is frame.planes:  # the decoder's, which other sinks draw from too
+            out = out.copy()
         i420.draw_in_rgb(out, box, lambda rgb, corner: self._draw(rgb, trail - corner, marks - corner))
         return out
 

@@ -99,16 +99,20 @@ class Legend:
         """What draw draws, to lay on a frame's planes; each swatch and label is made once."""
         out = []
         for n, (colour, label) in enumerate(self.rows):
-            out.append(i420.filled((6, 6 + n * self.row), (self.row - 3, self.row - 3), colour))
+            out.append(i420.filled(*self._swatch(n), colour))
             out.append(_label(label, self._origin(n), self.scale))
         return out
 
     def draw(self, image: np.ndarray) -> None:
         """Into an RGB frame."""
         for n, (colour, label) in enumerate(self.rows):
-            y = 6 + n * self.row
-            cv2.rectangle(image, (6, y), (2 + self.row, y + self.row - 4), colour, -1)
+            (x, y), (width, height) = self._swatch(n)
+            cv2.rectangle(image, (x, y), (x + width - 1, y + height - 1), colour, -1)  # corners inclusive
             outlined_text(image, label, self._origin(n), self.scale)
+
+    def _swatch(self, n: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Row n's colour square: its top-left corner and its (width, height)."""
+        return (6, 6 + n * self.row), (self.row - 3, self.row - 3)
 
     def _origin(self, n: int) -> tuple[int, int]:
         """Where row n's text starts, on its baseline."""
